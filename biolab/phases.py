@@ -1,0 +1,30 @@
+"""The three learning phases read off an evaluation history (SPEC sections 5-6).
+
+Plateau end (SPEC section 5; the paper gives no formula, this reconstruction matches its plots):
+the first evaluation step after the initial fall at which the attribute loss is below the
+no-knowledge baseline, plus the step where the loss crosses the baseline, interpolated linearly
+in log-loss between the two evaluations around it. When the fall and acquisition overlap (small
+populations), the baseline crossing measures the fall, so the accuracy milestones are reported too.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def plateau_end(steps: list[int], losses: list[float], baseline: float) -> tuple[int | None, float | None]:
+    """(first evaluated step > 0 with loss < baseline, interpolated crossing step); (None, None) if never."""
+    for i, (step, loss) in enumerate(zip(steps, losses)):
+        if step > 0 and loss < baseline:
+            if i == 0:
+                return step, float(step)
+            s0, l0 = steps[i - 1], losses[i - 1]
+            a, b, c = math.log(l0), math.log(loss), math.log(baseline)
+            fraction = (a - c) / (a - b) if a != b else 1.0
+            return step, s0 + fraction * (step - s0)
+    return None, None
+
+
+def first_step_reaching(steps: list[int], values: list[float], threshold: float) -> int | None:
+    """First evaluated step whose value is >= threshold (e.g. attribute accuracy 0.5)."""
+    return next((s for s, v in zip(steps, values) if v >= threshold), None)

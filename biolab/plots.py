@@ -1,0 +1,63 @@
+"""Figures of one run: attribute loss (log scale, with the no-knowledge baseline) and accuracy.
+
+Called by ``train(cfg)`` at the end of a run (writes ``<run_dir>/learning_curves.png``); also usable
+on a finished run directory: ``python -m biolab.plots RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from biolab.callbacks.evaluation import history_column  # noqa: E402
+from biolab.io import read_csv  # noqa: E402
+
+
+def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
+                         plateau_end: int | None = None, acc_half: int | None = None, title: str = "") -> Path:
+    """Two panels against training steps: attribute loss (log y) and attribute accuracy."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key, label, style in (("val/attr_loss", "seen people, evaluation templates", "-o"),
+                              ("train_templates/attr_loss", "seen people, training templates", "--"),
+                              ("unseen/attr_loss", "unseen people", ":")):
+        steps, values = history_column(history, key)
+        if steps:
+            ax_loss.plot(steps, values, style, markersize=3, label=label)
+    ax_loss.axhline(baseline, color="k", linestyle="--", linewidth=1, label=f"no-knowledge baseline {baseline:.2f}")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("training step")
+    ax_loss.set_ylabel("attribute loss (nats per value)")
+    for key, label, style in (("val/attr_acc", "seen, evaluation templates", "-o"),
+                              ("train_templates/attr_acc", "seen, training templates", "--"),
+                              ("unseen/attr_acc", "unseen people", ":")):
+        steps, values = history_column(history, key)
+        if steps:
+            ax_acc.plot(steps, values, style, markersize=3, label=label)
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_acc.set_xlabel("training step")
+    ax_acc.set_ylabel("attribute accuracy")
+    for ax in (ax_loss, ax_acc):
+        if plateau_end is not None:
+            ax.axvline(plateau_end, color="tab:red", alpha=0.6, linewidth=1, label=f"plateau end ({plateau_end})")
+        if acc_half is not None:
+            ax.axvline(acc_half, color="tab:green", alpha=0.6, linewidth=1, label=f"50% accuracy ({acc_half})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "fall to the marginals, plateau, knowledge acquisition")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    run_dir = Path(sys.argv[1])
+    rows = read_csv(run_dir / "metrics.csv")
+    out = plot_learning_curves(rows, rows[0]["val/baseline"], run_dir / "learning_curves.png")
+    print(out)

@@ -1,0 +1,207 @@
+"""Train one run: ``train(cfg)`` is a plain function; ``python -m biolab.train`` wraps it with Hydra.
+
+    python -m biolab.train experiment=quickstart             # CPU quick-start (a few minutes)
+    python -m biolab.train experiment=paper                   # SPEC section 4 defaults (GPU)
+    python -m biolab.train experiment=quickstart seed=3 data.seed=5 hydra.run.dir=runs/mine
+
+The run directory (``hydra.run.dir``; default ``runs/<name>/<overrides>``) receives config.yaml,
+metrics.csv (one row per evaluation), summary.json, learning_curves.png and checkpoints/last.ckpt.
+Re-running the same command resumes from last.ckpt, or returns at once if the run finished;
+a run directory that holds a different config is refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from biolab.callbacks.evaluation import Evaluator, history_column
+from biolab.data.datamodule import BioDataModule, ConfigError
+from biolab.io import atomic_write_text, write_json
+from biolab.phases import first_step_reaching, plateau_end
+from biolab.plots import plot_learning_curves
+
+# keys that may differ between the first launch and a resume of the same run
+RESUME_FREE_KEYS = {"run_dir", "ckpt_path", "trainer.enable_progress_bar", "callbacks.evaluator.print_every",
+                    "data.num_workers"}
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        out.update(_flatten(value, path + ".") if isinstance(value, dict) else {path: value})
+    return out
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Value checks that Hydra's schema-less YAML cannot express; raise ConfigError naming the key."""
+    if not cfg.get("run_dir"):
+        raise ConfigError("run_dir is not set (python -m biolab.train sets it from hydra.run.dir)")
+    steps = cfg.trainer.get("max_steps")
+    if not (isinstance(steps, int) and steps > 0):
+        raise ConfigError(f"trainer.max_steps must be a positive integer, got {steps!r}")
+    for key in ("lr", "min_lr", "weight_decay"):
+        value = cfg.module.get(key)
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ConfigError(f"module.{key} must be a number >= 0, got {value!r}")
+    if not cfg.module.lr > 0:
+        raise ConfigError(f"module.lr must be > 0, got {cfg.module.lr!r}")
+    if not (isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every > 0):
+        raise ConfigError(f"checkpoint_every must be a positive integer, got {cfg.checkpoint_every!r}")
+
+
+def _build(cfg: DictConfig):
+    """Instantiate data, model config and module; constructor errors become one-line ConfigErrors."""
+    try:
+        datamodule: BioDataModule = instantiate(cfg.data, train_seed=cfg.seed)
+        model_cfg = instantiate(cfg.model, vocab_size=datamodule.vocab_size)
+        module = instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
+                             attributes=list(datamodule.attributes))
+    except ConfigError:
+        raise
+    except Exception as err:  # Hydra wraps constructor errors (unknown keys, bad values)
+        cause = err.__cause__ or err
+        raise ConfigError(f"{type(cause).__name__}: {cause}".splitlines()[0]) from err
+    return datamodule, module
+
+
+def _check_same_run(run_dir: Path, resolved: dict) -> None:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True))
+    now = _flatten(resolved)
+    differing = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
+    if differing:
+        raise ConfigError(f"{run_dir} holds a run with a different config (differs in: {', '.join(differing[:8])}); "
+                          "choose another hydra.run.dir or delete that directory")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely (weights_only); a missing or corrupt file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"checkpoint {path} is corrupt or not a biolab checkpoint ({type(err).__name__}); "
+                          "delete it to restart from the previous one or from scratch") from None
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+    elif (run_dir / "checkpoints" / "last.ckpt").exists():
+        path = run_dir / "checkpoints" / "last.ckpt"
+    else:
+        return None
+    step = load_checkpoint(path).get("global_step")
+    print(f"resuming from {path} (step {step})", flush=True)
+    return str(path)
+
+
+def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluator, cfg: DictConfig,
+              wall_seconds: float) -> dict:
+    """summary.json contents: final metrics, phase milestones, throughput."""
+    final = history[-1]
+    baseline = datamodule.baseline
+    steps, losses = history_column(history, "val/attr_loss")
+    acc_steps, accs = history_column(history, "val/attr_acc")
+    end_step, end_interp = plateau_end(steps, losses, baseline)
+    eval_seconds = sum(r.get("eval_seconds", 0.0) for r in history)
+    return {
+        "completed": final["step"] == cfg.trainer.max_steps,
+        "steps": int(final["step"]),
+        "attr_loss": final.get("val/attr_loss"),
+        "attr_acc": final.get("val/attr_acc"),
+        "no_knowledge_baseline": baseline,
+        "baseline_per_attribute": datamodule.pools.baseline_per_attribute(datamodule.attributes),
+        "plateau_end_step": end_step,
+        "plateau_end_interpolated": end_interp,
+        "acc_1pct_step": first_step_reaching(acc_steps, accs, 0.01),
+        "acc_50pct_step": first_step_reaching(acc_steps, accs, 0.5),
+        "acc_99pct_step": first_step_reaching(acc_steps, accs, 0.99),
+        "train_templates_attr_loss": final.get("train_templates/attr_loss"),
+        "unseen_attr_loss": final.get("unseen/attr_loss"),
+        "unseen_attr_acc": final.get("unseen/attr_acc"),
+        "unseen_max_prob": final.get("unseen/max_prob"),
+        "population_size": datamodule.population_size,
+        "seed": cfg.seed,
+        "data_seed": datamodule.seed,
+        "train_tokens_per_s": evaluator.train_tokens / max(evaluator.train_seconds, 1e-9),
+        "train_seconds": evaluator.train_seconds,
+        "eval_seconds": eval_seconds,
+        "eval_fraction": eval_seconds / max(eval_seconds + evaluator.train_seconds, 1e-9),
+        "wall_seconds_this_launch": wall_seconds,
+        "per_attribute": {k.split("/", 1)[1]: v for k, v in final.items() if k.startswith("val/attr_")},
+    }
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train (or resume, or skip if finished) the run described by cfg; return its summary."""
+    start = time.perf_counter()
+    check_config(cfg)
+    run_dir = Path(cfg.run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    _check_same_run(run_dir, resolved)
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("completed"):
+            print(f"{run_dir} already finished (summary.json); nothing to do", flush=True)
+            return summary
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # model initialisation; data has its own seeds
+    datamodule, module = _build(cfg)
+    ckpt_path = _resume_path(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    evaluator: Evaluator = instantiate(cfg.callbacks.evaluator, metrics_file=str(run_dir / "metrics.csv"))
+    checkpointing = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+        every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=False)
+    loggers = [instantiate(c, save_dir=str(run_dir)) for c in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[evaluator, checkpointing], logger=loggers or False,
+                                     default_root_dir=str(run_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.global_rank != 0:
+        return {}
+    summary = summarize(evaluator.history, datamodule, evaluator, cfg, time.perf_counter() - start)
+    write_json(summary_path, summary)
+    plot_learning_curves(evaluator.history, datamodule.baseline, run_dir / "learning_curves.png",
+                         plateau_end=summary["plateau_end_step"], acc_half=summary["acc_50pct_step"],
+                         title=f"N={datamodule.population_size}, seed={cfg.seed}, data seed={datamodule.seed}")
+    print(f"finished: attr loss {summary['attr_loss']:.4f} (baseline {summary['no_knowledge_baseline']:.3f}), "
+          f"attr acc {summary['attr_acc']:.3f}, plateau end {summary['plateau_end_step']}, "
+          f"{summary['train_tokens_per_s']:,.0f} train tok/s\nrun directory: {run_dir}", flush=True)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    cfg.run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        train(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console script entry point (biolab-train)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
