@@ -1,0 +1,151 @@
+"""Speed checks of the core lab, each a ratio measured in one run on this machine.
+
+    python benchmarks/throughput.py                  # quick-start model and data, CPU
+    python benchmarks/throughput.py --steps 60 --experiment paper --device cuda
+
+Prints three ratios (targets from the core-lab issue):
+1. Lightning training step vs a bare PyTorch loop, same model, batches and optimiser (>= 0.9x);
+   the two are timed in alternating rounds so machine noise hits both alike;
+2. data generation speed vs training consumption, batches per second (>= 10x);
+3. evaluation time as a share of the quick-start's training time on its schedule (< 15%).
+Results are printed and, with --out, written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from biolab.callbacks.evaluation import Evaluator
+from biolab.data.biographies import IGNORE_INDEX
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def build(experiment: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
+    dm = instantiate(cfg.data, train_seed=0)
+    dm.setup()
+    model_cfg = instantiate(cfg.model, vocab_size=dm.vocab_size)
+
+    def make_module():
+        torch.manual_seed(0)
+        from dataclasses import asdict
+        return instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
+                           attributes=list(dm.attributes))
+    return cfg, dm, make_module
+
+
+def bare_loop(module, dm, steps: int, device: str) -> float:
+    """Seconds for `steps` optimiser steps of a plain PyTorch loop (after one warm-up step)."""
+    module = module.to(device)
+    optim_cfg = module.configure_optimizers()
+    optimizer, scheduler = optim_cfg["optimizer"], optim_cfg["lr_scheduler"]["scheduler"]
+    batches = [{k: v.to(device) for k, v in dm.train_batch(s).items()} for s in range(steps + 1)]
+    start = None
+    for i, batch in enumerate(batches):
+        if i == 1:
+            start = time.perf_counter()
+        logits = module.model(batch["input_ids"])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+class _StepTimer(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 1:
+            self.start = time.perf_counter()
+        self.end = time.perf_counter()
+
+
+def lightning_loop(module, dm, steps: int, device: str) -> float:
+    """Seconds for the same steps through Trainer.fit (batches from the datamodule's stream)."""
+    timer = _StepTimer()
+    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps + 1,
+                        gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(module, datamodule=dm)
+    return timer.end - timer.start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="quickstart")
+    parser.add_argument("--steps", type=int, default=40, help="timed optimiser steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    cfg, dm, make_module = build(args.experiment)
+
+    # 1. Lightning vs bare loop, alternating rounds
+    bare, lightning = [], []
+    for _ in range(args.rounds):
+        bare.append(bare_loop(make_module(), dm, args.steps, args.device))
+        lightning.append(lightning_loop(make_module(), dm, args.steps, args.device))
+    tokens = sum(int((dm.train_batch(s)["targets"] != IGNORE_INDEX).sum()) for s in range(1, args.steps + 1))
+    bare_tps, lightning_tps = tokens / min(bare), tokens / min(lightning)
+
+    # 2. data generation vs training consumption
+    start = time.perf_counter()
+    n_batches = 200
+    for s in range(n_batches):
+        dm.train_batch(10_000 + s)
+    gen_batches_per_s = n_batches / (time.perf_counter() - start)
+    train_steps_per_s = args.steps / min(lightning)
+
+    # 3. evaluation share on the experiment's schedule
+    module = make_module().to(args.device)
+    start = time.perf_counter()
+    for name, batches in dm.eval_batches.items():
+        module.evaluate(batches, prefix=name)
+    eval_seconds = time.perf_counter() - start
+    evaluator = instantiate(cfg.callbacks.evaluator)
+    assert isinstance(evaluator, Evaluator)
+    max_steps = cfg.trainer.max_steps
+    n_evals = sum(evaluator.is_eval_step(s, max_steps) for s in range(max_steps + 1))
+    train_seconds = max_steps / train_steps_per_s
+    eval_share = n_evals * eval_seconds / train_seconds
+
+    results = {
+        "experiment": args.experiment, "device": args.device, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "timed_steps": args.steps, "rounds": args.rounds,
+        "bare_tokens_per_s": bare_tps, "lightning_tokens_per_s": lightning_tps,
+        "lightning_over_bare": lightning_tps / bare_tps,
+        "data_batches_per_s": gen_batches_per_s, "train_steps_per_s": train_steps_per_s,
+        "data_over_training": gen_batches_per_s / train_steps_per_s,
+        "evaluations": n_evals, "seconds_per_evaluation": eval_seconds,
+        "eval_over_training_time": eval_share,
+    }
+    print(f"lightning / bare loop tokens/s : {results['lightning_over_bare']:.3f}  (target >= 0.9)"
+          f"   [{lightning_tps:,.0f} vs {bare_tps:,.0f} tok/s]")
+    print(f"data generation / training     : {results['data_over_training']:.1f}x  (target >= 10)"
+          f"   [{gen_batches_per_s:.1f} vs {train_steps_per_s:.2f} batches/s]")
+    print(f"evaluation / training time     : {eval_share:.1%}  (target < 15%)"
+          f"   [{n_evals} evaluations x {eval_seconds:.2f} s over {train_seconds:.0f} s of training]")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

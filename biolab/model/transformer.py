@@ -1,0 +1,214 @@
+"""The decoder-only transformer of the paper (SPEC section 4), in one readable file.
+
+Defaults: 8 layers, 8 heads, d_model 512, MLP 2048 (one hidden layer), head size 64, ~25M
+non-embedding parameters. Unstated in the paper and therefore config options: pre-RMSNorm (or
+LayerNorm), RoPE (or learned positions), GELU (or ReLU), untied embeddings, no dropout. Linear
+layers have no biases (as in most modern LMs); GPT-2 initialisation (normal, std 0.02, residual
+output projections scaled by 1/sqrt(2 * n_layers)).
+
+Hook points follow TransformerLens names (hook_embed, blocks.{l}.hook_resid_pre,
+blocks.{l}.attn.hook_pattern [batch, head, query, key], blocks.{l}.mlp.hook_post, ...). Attention
+has two paths: fused scaled_dot_product_attention when nothing needs the pattern, and an explicit
+softmax when a hook is attached to hook_attn_scores or hook_pattern (a test proves they agree).
+torch.compile is only used when no hook is attached (hooks do not fire inside a compiled graph).
+
+    model = Transformer(TransformerConfig(vocab_size=4000))
+    logits = model(tokens)          # tokens [batch, pos] -> logits [batch, pos, vocab]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from biolab.model.hooks import HookedRootModule, HookPoint
+
+NORMS = ("rmsnorm", "layernorm")
+POSITIONALS = ("rope", "learned")
+ACTIVATIONS = ("gelu", "relu")
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    n_layers: int = 8
+    n_heads: int = 8
+    d_model: int = 512
+    d_mlp: int = 2048
+    max_seq_len: int = 512
+    norm: str = "rmsnorm"          # pre-norm either way
+    positional: str = "rope"
+    activation: str = "gelu"
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        for key in ("vocab_size", "n_layers", "n_heads", "d_model", "d_mlp", "max_seq_len"):
+            value = getattr(self, key)
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")
+        if self.positional == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("model.d_model / model.n_heads must be even for rope positions")
+        for key, allowed in (("norm", NORMS), ("positional", POSITIONALS), ("activation", ACTIVATIONS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"model.{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm (no bias), with a hook on the normalised output."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.kind = cfg.norm
+        self.weight = nn.Parameter(torch.ones(cfg.d_model))
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "rmsnorm":
+            x = F.rms_norm(x, (x.shape[-1],), eps=1e-6)
+        else:
+            x = F.layer_norm(x, (x.shape[-1],), eps=1e-5)
+        return self.hook_normalized(x * self.weight)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # [batch, pos, head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, query, key], masked, before softmax
+        self.hook_pattern = HookPoint()      # [batch, head, query, key], after softmax
+        self.hook_z = HookPoint()            # [batch, pos, head, d_head], mixed values
+        self.force_explicit = False
+
+    def needs_pattern(self) -> bool:
+        return self.force_explicit or self.hook_pattern.has_hooks or self.hook_attn_scores.has_hooks
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        batch, pos, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, pos, 3, self.cfg.n_heads, self.cfg.d_head).unbind(2)
+        if rope is not None:
+            cos, sin = rope                                    # [pos, d_head]
+            q = q * cos[:, None] + rotate_half(q) * sin[:, None]
+            k = k * cos[:, None] + rotate_half(k) * sin[:, None]
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))     # [batch, head, pos, d_head]
+        # Right padding + causal mask: real tokens never attend to padding, so no padding mask.
+        if self.needs_pattern():
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.cfg.d_head)   # [batch, head, query, key]
+            causal = torch.ones(pos, pos, dtype=torch.bool, device=x.device).tril()
+            scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
+            pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(v.dtype))
+            z = pattern @ v                                   # [batch, head, query, d_head]
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        z = self.hook_z(z.transpose(1, 2))                    # [batch, pos, head, d_head]
+        return self.out(z.reshape(batch, pos, self.cfg.d_model))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=False)
+        self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=False)
+        self.act = nn.GELU() if cfg.activation == "gelu" else nn.ReLU()
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.hook_post(self.act(self.hook_pre(self.up(x)))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.ln1, self.attn, self.ln2, self.mlp = Norm(cfg), Attention(cfg), Norm(cfg), MLP(cfg)
+        self.hook_resid_pre, self.hook_attn_out = HookPoint(), HookPoint()      # [batch, pos, d_model]
+        self.hook_resid_mid, self.hook_mlp_out = HookPoint(), HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), rope)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+
+
+class Transformer(HookedRootModule):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.hook_embed = HookPoint()                         # [batch, pos, d_model]
+        if cfg.positional == "learned":
+            self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+            self.hook_pos_embed = HookPoint()
+        else:
+            inv_freq = 1.0 / cfg.rope_base ** (torch.arange(0, cfg.d_head, 2).float() / cfg.d_head)
+            angles = torch.outer(torch.arange(cfg.max_seq_len).float(), inv_freq)  # [pos, d_head / 2]
+            angles = torch.cat((angles, angles), dim=-1)                            # [pos, d_head]
+            self.register_buffer("rope_cos", angles.cos(), persistent=False)
+            self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = Norm(cfg)
+        self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.apply(self._init_weights)
+        for block in self.blocks:  # residual projections: GPT-2 scaling
+            for linear in (block.attn.out, block.mlp.down):
+                nn.init.normal_(linear.weight, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        self.setup_hooks()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+
+    @property
+    def force_explicit_attention(self) -> bool:
+        return all(block.attn.force_explicit for block in self.blocks)
+
+    @force_explicit_attention.setter
+    def force_explicit_attention(self, value: bool) -> None:
+        for block in self.blocks:
+            block.attn.force_explicit = value
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.embed.weight.numel()
+            if not self.cfg.tie_embeddings:
+                total -= self.unembed.weight.numel()
+            if self.cfg.positional == "learned":
+                total -= self.pos_embed.weight.numel()
+        return total
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, pos = tokens.shape
+        if pos > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {pos} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        x = self.hook_embed(self.embed(tokens))              # [batch, pos, d_model]
+        rope = None
+        if self.cfg.positional == "learned":
+            x = x + self.hook_pos_embed(self.pos_embed(torch.arange(pos, device=tokens.device)))
+        else:
+            rope = (self.rope_cos[:pos], self.rope_sin[:pos])
+        for block in self.blocks:
+            x = block(x, rope)
+        return self.unembed(self.ln_final(x))                # [batch, pos, vocab]
