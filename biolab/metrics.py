@@ -23,32 +23,42 @@ def value_stats(logits: torch.Tensor, targets: torch.Tensor, value_attr: torch.T
 
     logits [batch, pos, vocab], targets [batch, pos], value_attr [batch, pos] (-1 off values).
     Returns tensors of shape [attrs]: loss_sum, correct, count (values), token_count,
-    max_prob_sum, entropy_sum (the last three over value tokens), and the scalar token loss sums
-    of the language-model objective (lm_loss_sum, lm_tokens).
+    max_prob_sum, entropy_sum (the last three over value tokens), and the scalar sums of the
+    language-model objective over all tokens (lm_loss_sum, lm_tokens). Only value positions go
+    through the full softmax statistics, which keeps evaluation cheap.
     """
-    logits = logits.float()
-    log_probs = F.log_softmax(logits, dim=-1)                                 # [batch, pos, vocab]
-    safe_targets = targets.clamp_min(0)
-    token_nll = -log_probs.gather(-1, safe_targets[..., None]).squeeze(-1)   # [batch, pos]
-    token_nll = token_nll.masked_fill(targets == IGNORE_INDEX, 0.0)
-    correct_token = logits.argmax(-1) == targets                              # [batch, pos]
+    batch = logits.shape[0]
+    lm_loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                  ignore_index=IGNORE_INDEX, reduction="sum")
+    is_value = value_attr >= 0                                              # [batch, pos]
+    seq_index = is_value.nonzero()[:, 0]                                    # [values_tokens]
+    attr = value_attr[is_value]                                             # [value_tokens]
+    value_logits = logits[is_value].float()                                 # [value_tokens, vocab]
+    value_targets = targets[is_value]                                       # [value_tokens]
+    log_probs = F.log_softmax(value_logits, dim=-1)
+    nll = -log_probs.gather(-1, value_targets[:, None]).squeeze(-1)        # [value_tokens]
+    wrong = (value_logits.argmax(-1) != value_targets).float()
     probs = log_probs.exp()
-    max_prob = probs.max(-1).values                                           # [batch, pos]
-    entropy = -(probs * log_probs).sum(-1)                                    # [batch, pos]
+    max_prob = probs.max(-1).values
+    entropy = -(probs * log_probs).sum(-1)
 
-    one_hot = F.one_hot(value_attr + 1, n_attributes + 1)[..., 1:].float()   # [batch, pos, attrs]
-    present = one_hot.sum(1) > 0                                              # [batch, attrs]
-    loss_per_value = torch.einsum("bp,bpa->ba", token_nll, one_hot)          # [batch, attrs]
-    wrong_tokens = torch.einsum("bp,bpa->ba", (~correct_token).float(), one_hot)
-    correct_value = (wrong_tokens == 0) & present                            # [batch, attrs]
+    group = seq_index * n_attributes + attr                                 # one (sequence, attribute) = one value
+    def per_value(x):                                                       # -> [batch, attrs]
+        return torch.zeros(batch * n_attributes, device=x.device).index_add_(0, group, x).view(batch, n_attributes)
+    def per_attr(x):                                                        # -> [attrs]
+        return torch.zeros(n_attributes, device=x.device).index_add_(0, attr, x)
+
+    tokens_per_value = per_value(torch.ones_like(nll))
+    present = tokens_per_value > 0
+    correct = (per_value(wrong) == 0) & present
     return {
-        "loss_sum": loss_per_value.sum(0),
-        "correct": correct_value.sum(0).float(),
+        "loss_sum": per_value(nll).sum(0),
+        "correct": correct.sum(0).float(),
         "count": present.sum(0).float(),
-        "token_count": one_hot.sum((0, 1)),
-        "max_prob_sum": torch.einsum("bp,bpa->a", max_prob, one_hot),
-        "entropy_sum": torch.einsum("bp,bpa->a", entropy, one_hot),
-        "lm_loss_sum": token_nll.sum(),
+        "token_count": tokens_per_value.sum(0),
+        "max_prob_sum": per_attr(max_prob),
+        "entropy_sum": per_attr(entropy),
+        "lm_loss_sum": lm_loss_sum,
         "lm_tokens": (targets != IGNORE_INDEX).sum().float(),
     }
 
