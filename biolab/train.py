@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from biolab.callbacks.evaluation import Evaluator, history_column
 from biolab.data.datamodule import BioDataModule, ConfigError
 from biolab.io import atomic_write_text, write_json
-from biolab.phases import first_step_reaching, plateau_end
+from biolab.phases import phase_summary
 from biolab.plots import plot_learning_curves
 
 # keys that may differ between the first launch and a resume of the same run
@@ -119,7 +119,6 @@ def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluat
     baseline = datamodule.baseline
     steps, losses = history_column(history, "val/attr_loss")
     acc_steps, accs = history_column(history, "val/attr_acc")
-    end_step, end_interp = plateau_end(steps, losses, baseline)
     eval_seconds = sum(r.get("eval_seconds", 0.0) for r in history)
     return {
         "completed": final["step"] == cfg.trainer.max_steps,
@@ -128,11 +127,7 @@ def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluat
         "attr_acc": final.get("val/attr_acc"),
         "no_knowledge_baseline": baseline,
         "baseline_per_attribute": datamodule.pools.baseline_per_attribute(datamodule.attributes),
-        "plateau_end_step": end_step,
-        "plateau_end_interpolated": end_interp,
-        "acc_1pct_step": first_step_reaching(acc_steps, accs, 0.01),
-        "acc_50pct_step": first_step_reaching(acc_steps, accs, 0.5),
-        "acc_99pct_step": first_step_reaching(acc_steps, accs, 0.99),
+        **phase_summary(steps, losses, acc_steps, accs, baseline),
         "train_templates_attr_loss": final.get("train_templates/attr_loss"),
         "unseen_attr_loss": final.get("unseen/attr_loss"),
         "unseen_attr_acc": final.get("unseen/attr_acc"),
