@@ -6,6 +6,7 @@ on a finished run directory: ``python -m biolab.plots RUN_DIR``.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,9 +19,13 @@ from biolab.callbacks.evaluation import history_column  # noqa: E402
 from biolab.io import read_csv  # noqa: E402
 
 
-def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
+def plot_learning_curves(history: list[dict], baseline: float, path: str | Path, fall_end: int | None = None,
                          plateau_end: int | None = None, acc_half: int | None = None, title: str = "") -> Path:
-    """Two panels against training steps: attribute loss (log y) and attribute accuracy."""
+    """Two panels against training steps: attribute loss (log y) and attribute accuracy.
+
+    With `fall_end` and `plateau_end` the plateau is shaded between them (phase milestones as in
+    biolab.phases), so the three phases can be read off the figure.
+    """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     for key, label, style in (("val/attr_loss", "seen people, evaluation templates", "-o"),
                               ("train_templates/attr_loss", "seen people, training templates", "--"),
@@ -42,6 +47,8 @@ def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
     ax_acc.set_xlabel("training step")
     ax_acc.set_ylabel("attribute accuracy")
     for ax in (ax_loss, ax_acc):
+        if fall_end is not None and plateau_end is not None:
+            ax.axvspan(fall_end, plateau_end, color="tab:orange", alpha=0.12, label="plateau")
         if plateau_end is not None:
             ax.axvline(plateau_end, color="tab:red", alpha=0.6, linewidth=1, label=f"plateau end ({plateau_end})")
         if acc_half is not None:
@@ -59,5 +66,8 @@ def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
 if __name__ == "__main__":
     run_dir = Path(sys.argv[1])
     rows = read_csv(run_dir / "metrics.csv")
-    out = plot_learning_curves(rows, rows[0]["val/baseline"], run_dir / "learning_curves.png")
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    out = plot_learning_curves(rows, rows[0]["val/baseline"], run_dir / "learning_curves.png",
+                               fall_end=summary.get("fall_end_step"), plateau_end=summary.get("plateau_end_step"),
+                               acc_half=summary.get("acc_50pct_step"))
     print(out)

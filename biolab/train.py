@@ -64,10 +64,11 @@ def check_config(cfg: DictConfig) -> None:
 def _build(cfg: DictConfig):
     """Instantiate data, model config and module; constructor errors become one-line ConfigErrors."""
     try:
-        datamodule: BioDataModule = instantiate(cfg.data, train_seed=cfg.seed)
-        model_cfg = instantiate(cfg.model, vocab_size=datamodule.vocab_size)
+        # _convert_="all": plain lists/dicts, so checkpoints hold no OmegaConf objects (weights_only loads)
+        datamodule: BioDataModule = instantiate(cfg.data, train_seed=cfg.seed, _convert_="all")
+        model_cfg = instantiate(cfg.model, vocab_size=datamodule.vocab_size, _convert_="all")
         module = instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
-                             attributes=list(datamodule.attributes))
+                             attributes=list(datamodule.attributes), _convert_="all")
     except ConfigError:
         raise
     except Exception as err:  # Hydra wraps constructor errors (unknown keys, bad values)
@@ -175,7 +176,8 @@ def train(cfg: DictConfig) -> dict:
     summary = summarize(evaluator.history, datamodule, evaluator, cfg, time.perf_counter() - start)
     write_json(summary_path, summary)
     plot_learning_curves(evaluator.history, datamodule.baseline, run_dir / "learning_curves.png",
-                         plateau_end=summary["plateau_end_step"], acc_half=summary["acc_50pct_step"],
+                         fall_end=summary["fall_end_step"], plateau_end=summary["plateau_end_step"],
+                         acc_half=summary["acc_50pct_step"],
                          title=f"N={datamodule.population_size}, seed={cfg.seed}, data seed={datamodule.seed}")
     print(f"finished: attr loss {summary['attr_loss']:.4f} (baseline {summary['no_knowledge_baseline']:.3f}), "
           f"attr acc {summary['attr_acc']:.3f}, plateau end {summary['plateau_end_step']}, "

@@ -75,12 +75,14 @@ def test_render_date_covers_impossible_dates():
 def test_every_attribute_renders_in_every_template():
     pools = load_pools()
     tok = WordTokenizer.from_pools(pools)
+    name = f"{pools.given_names[0]} {pools.given_names[1]} {pools.surnames[0]}"
     for attribute in ATTRIBUTES:
         value = pools.values(attribute)[5]
         for template in TEMPLATES[attribute]:
-            text = template.format(name="Ada Mae Smith", value=value)
-            ids = tok.encode(text)
-            assert len(ids) > 3 and value.split()[0] in text
+            ids = tok.encode(template.format(name=name, value=value))
+            value_ids = tok.encode(value)
+            # the value's tokens close the sentence, right before its period
+            assert ids[-len(value_ids) - 1:-1] == value_ids and tok.itos[ids[-1]] == "."
 
 
 def test_value_mask_covers_exactly_the_value_tokens():

@@ -107,12 +107,14 @@ class Evaluator(L.Callback):
 
     # ---- resume --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"history": self.history, "train_tokens": self.train_tokens, "train_seconds": self.train_seconds}
+        return {"history": self.history, "train_tokens": self.train_tokens, "train_seconds": self.train_seconds,
+                "interval": dict(self._interval)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict["history"])
         self.train_tokens = state_dict["train_tokens"]
         self.train_seconds = state_dict["train_seconds"]
+        self._interval = dict(state_dict["interval"])  # training loss since the last evaluation
 
 
 def history_column(history: list[dict], key: str) -> tuple[list[int], list[float]]:
