@@ -18,6 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from biolab.callbacks.evaluation import history_column  # noqa: E402
 from biolab.io import read_csv  # noqa: E402
 
+EVAL_SET_STYLES = (("val", "seen people, evaluation templates", "-o"),
+                   ("train_templates", "seen people, training templates", "--"),
+                   ("unseen", "unseen people", ":"))
+
 
 def plot_learning_curves(history: list[dict], baseline: float, path: str | Path, fall_end: int | None = None,
                          plateau_end: int | None = None, acc_half: int | None = None, title: str = "") -> Path:
@@ -27,24 +31,16 @@ def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
     biolab.phases), so the three phases can be read off the figure.
     """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for key, label, style in (("val/attr_loss", "seen people, evaluation templates", "-o"),
-                              ("train_templates/attr_loss", "seen people, training templates", "--"),
-                              ("unseen/attr_loss", "unseen people", ":")):
-        steps, values = history_column(history, key)
-        if steps:
-            ax_loss.plot(steps, values, style, markersize=3, label=label)
+    for ax, metric in ((ax_loss, "attr_loss"), (ax_acc, "attr_acc")):
+        for eval_set, label, style in EVAL_SET_STYLES:
+            steps, values = history_column(history, f"{eval_set}/{metric}")
+            if steps:
+                ax.plot(steps, values, style, markersize=3, label=label)
+        ax.set_xlabel("training step")
     ax_loss.axhline(baseline, color="k", linestyle="--", linewidth=1, label=f"no-knowledge baseline {baseline:.2f}")
     ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("training step")
     ax_loss.set_ylabel("attribute loss (nats per value)")
-    for key, label, style in (("val/attr_acc", "seen, evaluation templates", "-o"),
-                              ("train_templates/attr_acc", "seen, training templates", "--"),
-                              ("unseen/attr_acc", "unseen people", ":")):
-        steps, values = history_column(history, key)
-        if steps:
-            ax_acc.plot(steps, values, style, markersize=3, label=label)
     ax_acc.set_ylim(-0.02, 1.02)
-    ax_acc.set_xlabel("training step")
     ax_acc.set_ylabel("attribute accuracy")
     for ax in (ax_loss, ax_acc):
         if fall_end is not None and plateau_end is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from biolab.data.datamodule import BioDataModule, ConfigError
 from biolab.io import atomic_write_text, write_json
 from biolab.phases import phase_summary
 from biolab.plots import plot_learning_curves
+
+# Lightning 2.6 with torch 2.13 warns on every fit about its own use of a deprecated torch API
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 # keys that may differ between the first launch and a resume of the same run
 RESUME_FREE_KEYS = {"run_dir", "ckpt_path", "trainer.enable_progress_bar", "callbacks.evaluator.print_every",
