@@ -63,11 +63,12 @@ class BioLitModule(L.LightningModule):
         """Value-token metrics over fixed evaluation batches, e.g. {"val/attr_loss": 6.8, ...}."""
         was_training = self.training
         self.eval()
+        trainer = self._trainer  # None when used outside a Trainer (benchmarks, notebooks)
+        bf16 = trainer is not None and "bf16" in str(trainer.precision)
         sums = None
         for batch in batches:
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.trainer is not None and "bf16" in str(self.trainer.precision)):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = self(batch["input_ids"])
             sums = accumulate(sums, value_stats(logits, batch["targets"], batch["value_attr"], len(self.attributes)))
         self.train(was_training)

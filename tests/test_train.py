@@ -166,3 +166,12 @@ def test_cosine_schedule_endpoints():
     assert cosine_schedule(50, 100, 1e-3, 1e-7) == pytest.approx((1e-3 + 1e-7) / 2)
     assert cosine_schedule(100, 100, 1e-3, 1e-7) == pytest.approx(1e-7)
 
+
+
+def test_evaluate_works_outside_a_trainer(tiny_cfg):
+    from biolab.train import _build
+    datamodule, module = _build(tiny_cfg())
+    datamodule.setup()
+    metrics = module.evaluate(datamodule.eval_batches["val"], prefix="val")
+    assert metrics["val/attr_loss"] > datamodule.baseline  # untrained: far above the baseline
+    assert 0.0 <= metrics["val/attr_acc"] <= 1.0
