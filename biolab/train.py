@@ -189,7 +189,11 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# absolute path: works for `python -m biolab.train` and for the console script alike (editable install)
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     cfg.run_dir = HydraConfig.get().runtime.output_dir
     try:

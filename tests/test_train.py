@@ -175,3 +175,12 @@ def test_evaluate_works_outside_a_trainer(tiny_cfg):
     metrics = module.evaluate(datamodule.eval_batches["val"], prefix="val")
     assert metrics["val/attr_loss"] > datamodule.baseline  # untrained: far above the baseline
     assert 0.0 <= metrics["val/attr_acc"] <= 1.0
+
+
+def test_console_script_finds_the_configs_from_any_directory(tmp_path):
+    import shutil
+    script = shutil.which("biolab-train", path=str(Path(sys.executable).parent))
+    assert script, "console script biolab-train is not installed"
+    result = subprocess.run([script, "experiment=tiny", "data.population_size=-1",
+                             f"hydra.run.dir={tmp_path / 'x'}"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "data.population_size" in result.stderr
