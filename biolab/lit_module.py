@@ -38,10 +38,6 @@ class BioLitModule(L.LightningModule):
         self.attributes = tuple(attributes)
         self._compiled = None
 
-    @property
-    def config(self) -> TransformerConfig:
-        return self.model.cfg
-
     def configure_model(self) -> None:
         if self.hparams.compile and self._compiled is None:
             # hooks do not fire through torch.compile: compiled forward is used only when none is attached
