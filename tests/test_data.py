@@ -196,3 +196,13 @@ def test_fixed_sentence_order_option():
 def test_bad_data_config_fails_with_the_key_named(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("+", r"\+")):
         BioDataModule(**kwargs)
+
+
+def test_each_rank_gets_its_own_reproducible_share_of_the_batch():
+    from dataclasses import replace
+    dm = small_dm(batch_size=8)
+    rank0 = replace(dm.train_batches, batch_size=4, rank=0)
+    rank1 = replace(dm.train_batches, batch_size=4, rank=1)
+    assert not torch.equal(rank0(3)["input_ids"][:, :10], rank1(3)["input_ids"][:, :10])
+    assert torch.equal(rank1(3)["input_ids"], replace(rank1)(3)["input_ids"])
+    assert rank0(3)["input_ids"].shape[0] == 4
