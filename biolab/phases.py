@@ -5,6 +5,10 @@ the first evaluation step after the initial fall at which the attribute loss is 
 no-knowledge baseline, plus the step where the loss crosses the baseline, interpolated linearly
 in log-loss between the two evaluations around it. When the fall and acquisition overlap (small
 populations), the baseline crossing measures the fall, so the accuracy milestones are reported too.
+
+Noisy curves: with ``confirm=k`` a crossing (or milestone) counts only if the next k-1 evaluations
+stay on the same side, so a single noisy dip below the baseline is not taken for the plateau end.
+``confirm=1`` (default) is the SPEC definition.
 """
 
 from __future__ import annotations
@@ -12,10 +16,17 @@ from __future__ import annotations
 import math
 
 
-def plateau_end(steps: list[int], losses: list[float], baseline: float) -> tuple[int | None, float | None]:
+def _holds(values: list[float], i: int, confirm: int, test) -> bool:
+    """values[i:i+confirm] all pass `test` (fewer at the end of the history count as not confirmed)."""
+    window = values[i:i + confirm]
+    return len(window) == confirm and all(test(v) for v in window)
+
+
+def plateau_end(steps: list[int], losses: list[float], baseline: float,
+                confirm: int = 1) -> tuple[int | None, float | None]:
     """(first evaluated step > 0 with loss < baseline, interpolated crossing step); (None, None) if never."""
     for i, (step, loss) in enumerate(zip(steps, losses)):
-        if step > 0 and loss < baseline:
+        if step > 0 and _holds(losses, i, confirm, lambda v: v < baseline):
             if i == 0:
                 return step, float(step)
             s0, l0 = steps[i - 1], losses[i - 1]
@@ -25,28 +36,30 @@ def plateau_end(steps: list[int], losses: list[float], baseline: float) -> tuple
     return None, None
 
 
-def first_step_reaching(steps: list[int], values: list[float], threshold: float) -> int | None:
+def first_step_reaching(steps: list[int], values: list[float], threshold: float, confirm: int = 1) -> int | None:
     """First evaluated step whose value is >= threshold (e.g. attribute accuracy 0.5)."""
-    return next((s for s, v in zip(steps, values) if v >= threshold), None)
+    return next((s for i, s in enumerate(steps) if _holds(values, i, confirm, lambda v: v >= threshold)), None)
 
 
-def fall_end(steps: list[int], losses: list[float], baseline: float, tolerance: float = 0.10) -> int | None:
+def fall_end(steps: list[int], losses: list[float], baseline: float, tolerance: float = 0.10,
+             confirm: int = 1) -> int | None:
     """End of the initial fall: first evaluated step > 0 with loss within `tolerance` of the baseline."""
-    return next((s for s, v in zip(steps, losses) if s > 0 and v <= (1 + tolerance) * baseline), None)
+    near = (1 + tolerance) * baseline
+    return next((s for i, s in enumerate(steps) if s > 0 and _holds(losses, i, confirm, lambda v: v <= near)), None)
 
 
 def phase_summary(steps: list[int], losses: list[float], acc_steps: list[int], accs: list[float],
-                  baseline: float) -> dict:
-    """Milestones of the three phases, as stored in summary.json."""
-    end_step, end_interp = plateau_end(steps, losses, baseline)
-    fall = fall_end(steps, losses, baseline)
+                  baseline: float, confirm: int = 1) -> dict:
+    """Milestones of the three phases, as stored in summary.json and logged under phase/."""
+    end_step, end_interp = plateau_end(steps, losses, baseline, confirm)
+    fall = fall_end(steps, losses, baseline, confirm=confirm)
     return {
         "fall_end_step": fall,
         "plateau_end_step": end_step,
         "plateau_end_interpolated": end_interp,
         "plateau_length": None if fall is None or end_interp is None else end_interp - fall,
         "acc_at_fall_end": None if fall is None else dict(zip(acc_steps, accs)).get(fall),
-        "acc_1pct_step": first_step_reaching(acc_steps, accs, 0.01),
-        "acc_50pct_step": first_step_reaching(acc_steps, accs, 0.5),
-        "acc_99pct_step": first_step_reaching(acc_steps, accs, 0.99),
+        "acc_1pct_step": first_step_reaching(acc_steps, accs, 0.01, confirm),
+        "acc_50pct_step": first_step_reaching(acc_steps, accs, 0.5, confirm),
+        "acc_99pct_step": first_step_reaching(acc_steps, accs, 0.99, confirm),
     }

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from biolab.callbacks.evaluation import Evaluator, history_column
+from biolab.callbacks import Evaluator, PhaseTracker, history_column
 from biolab.data.datamodule import BioDataModule, ConfigError
 from biolab.io import atomic_write_text, write_json
 from biolab.phases import phase_summary
@@ -66,19 +66,25 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _build(cfg: DictConfig):
-    """Instantiate data, model config and module; constructor errors become one-line ConfigErrors."""
+    """Instantiate data, model config, module and callbacks; constructor errors become one-line ConfigErrors.
+
+    Callbacks: the evaluator first, then every other entry of the callbacks group in config order.
+    """
     try:
         # _convert_="all": plain lists/dicts, so checkpoints hold no OmegaConf objects (weights_only loads)
         datamodule: BioDataModule = instantiate(cfg.data, train_seed=cfg.seed, _convert_="all")
         model_cfg = instantiate(cfg.model, vocab_size=datamodule.vocab_size, _convert_="all")
         module = instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
                              attributes=list(datamodule.attributes), _convert_="all")
+        metrics_file = str(Path(cfg.run_dir) / "metrics.csv")
+        callbacks = [instantiate(cfg.callbacks.evaluator, metrics_file=metrics_file)]
+        callbacks += [instantiate(c) for name, c in cfg.callbacks.items() if name != "evaluator" and c]
     except ConfigError:
         raise
     except Exception as err:  # Hydra wraps constructor errors (unknown keys, bad values)
         cause = err.__cause__ or err
         raise ConfigError(f"{type(cause).__name__}: {cause}".splitlines()[0]) from err
-    return datamodule, module
+    return datamodule, module, callbacks
 
 
 def _check_same_run(run_dir: Path, resolved: dict) -> None:
@@ -118,7 +124,7 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
 
 
 def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluator, cfg: DictConfig,
-              wall_seconds: float) -> dict:
+              wall_seconds: float, confirm: int = 1) -> dict:
     """summary.json contents: final metrics, phase milestones, throughput."""
     final = history[-1]
     baseline = datamodule.baseline
@@ -132,7 +138,7 @@ def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluat
         "attr_acc": final.get("val/attr_acc"),
         "no_knowledge_baseline": baseline,
         "baseline_per_attribute": datamodule.pools.baseline_per_attribute(datamodule.attributes),
-        **phase_summary(steps, losses, acc_steps, accs, baseline),
+        **phase_summary(steps, losses, acc_steps, accs, baseline, confirm),
         "train_templates_attr_loss": final.get("train_templates/attr_loss"),
         "unseen_attr_loss": final.get("unseen/attr_loss"),
         "unseen_attr_acc": final.get("unseen/attr_acc"),
@@ -163,21 +169,23 @@ def train(cfg: DictConfig) -> dict:
             print(f"{run_dir} already finished (summary.json); nothing to do", flush=True)
             return summary
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # model initialisation; data has its own seeds
-    datamodule, module = _build(cfg)
+    datamodule, module, callbacks = _build(cfg)
     ckpt_path = _resume_path(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
-    evaluator: Evaluator = instantiate(cfg.callbacks.evaluator, metrics_file=str(run_dir / "metrics.csv"))
+    evaluator: Evaluator = callbacks[0]
+    tracker = next((c for c in callbacks if isinstance(c, PhaseTracker)), None)
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
         every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=False)
     loggers = [instantiate(c, save_dir=str(run_dir)) for c in (cfg.get("logger") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[evaluator, checkpointing], logger=loggers or False,
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, checkpointing], logger=loggers or False,
                                      default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.global_rank != 0:
         return {}
-    summary = summarize(evaluator.history, datamodule, evaluator, cfg, time.perf_counter() - start)
+    summary = summarize(evaluator.history, datamodule, evaluator, cfg, time.perf_counter() - start,
+                        confirm=tracker.confirm if tracker else 1)
     write_json(summary_path, summary)
     plot_learning_curves(evaluator.history, datamodule.baseline, run_dir / "learning_curves.png",
                          fall_end=summary["fall_end_step"], plateau_end=summary["plateau_end_step"],

@@ -42,6 +42,10 @@ def test_tiny_run_writes_all_outputs(tiny_cfg):
     assert rows[0]["val/attr_loss"] > 2 * summary["no_knowledge_baseline"]
     assert rows[-1]["val/attr_loss"] < rows[0]["val/attr_loss"]
     assert rows[-1]["train/loss"] < rows[1]["train/loss"]
+    # the phase tracker's snapshots (one per evaluation) are part of the checkpoint
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    tracker_state = next(v for k, v in ckpt["callbacks"].items() if "PhaseTracker" in k)
+    assert [s["step"] for s in tracker_state["snapshots"]] == [0, 5, 10, 20]
     # re-running a finished run does no work and returns the same summary
     assert train(cfg) == summary
 
@@ -119,6 +123,7 @@ def test_run_dir_with_other_config_is_refused(tiny_cfg, tmp_path):
     ("module.lr=-1", "module.lr"),
     ("model.norm=batchnorm", "norm"),
     ("model.d_model=100", "d_model"),
+    ("callbacks.phases.confirm=0", "callbacks.phases.confirm"),
 ])
 def test_bad_values_fail_before_work_with_the_key_named(tiny_cfg, override, key):
     cfg = tiny_cfg(override)
@@ -170,7 +175,7 @@ def test_cosine_schedule_endpoints():
 
 def test_evaluate_works_outside_a_trainer(tiny_cfg):
     from biolab.train import _build
-    datamodule, module = _build(tiny_cfg())
+    datamodule, module, _ = _build(tiny_cfg())
     datamodule.setup()
     metrics = module.evaluate(datamodule.eval_batches["val"], prefix="val")
     assert metrics["val/attr_loss"] > datamodule.baseline  # untrained: far above the baseline

@@ -1,5 +1,6 @@
-"""Training callbacks: evaluation schedule and metric history (more studies add their own here)."""
+"""Training callbacks: evaluation schedule and metric history, phase tracking."""
 
 from biolab.callbacks.evaluation import Evaluator, history_column
+from biolab.callbacks.phases import PhaseTracker
 
-__all__ = ["Evaluator", "history_column"]
+__all__ = ["Evaluator", "PhaseTracker", "history_column"]
