@@ -110,3 +110,22 @@ def test_default_size_is_the_papers():
 def test_too_long_sequence_is_refused():
     with pytest.raises(ValueError, match="max_seq_len"):
         tiny()(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_scoped_hooks_leave_permanent_hooks_in_place_and_see_their_replacement():
+    model = tiny()
+
+    def uniform(pattern, hook):
+        causal = torch.ones_like(pattern).tril()
+        return causal / causal.sum(-1, keepdim=True)
+
+    handle = model.hook_dict["blocks.0.attn.hook_pattern"].add_hook(uniform)  # e.g. a patching callback
+    patched = model(TOKENS)
+    _, cache = model.run_with_cache(TOKENS, names_filter="blocks.0.attn.hook_pattern")
+    # the cache sees the replaced pattern, and the permanent hook survives the scoped one
+    torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"], uniform(cache["blocks.0.attn.hook_pattern"], None))
+    assert model.hook_dict["blocks.0.attn.hook_pattern"].has_hooks
+    torch.testing.assert_close(model(TOKENS), patched)
+    model.hook_dict["blocks.0.attn.hook_pattern"].remove_hook(handle)
+    assert not any(h.has_hooks for h in model.hook_dict.values())
+    assert not torch.allclose(model(TOKENS), patched, atol=1e-3)

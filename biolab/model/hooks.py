@@ -5,7 +5,10 @@
     model.run_with_hooks(tokens, fwd_hooks=[("blocks.3.attn.hook_pattern", lambda x, hook: uniform)])
 
 A hook is ``fn(activation, hook) -> activation | None``; returning a tensor replaces the activation
-(gradients flow through the replacement). Hooks are removed when the call returns, also on error.
+(gradients flow through the replacement); later hooks on the same point see the replacement.
+Hooks added by ``hooks()`` / ``run_with_hooks`` / ``run_with_cache`` are removed when the call
+returns, also on error; hooks attached with ``HookPoint.add_hook`` (e.g. by a training callback
+that patches attention for a whole run) stay until their handle or ``reset_hooks()`` removes them.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ class HookPoint(nn.Module):
         self.name: str = ""
         self._handles: list = []
 
-    def add_hook(self, fn: HookFn) -> None:
+    def add_hook(self, fn: HookFn):
+        """Attach fn; returns a handle whose ``remove()`` detaches it again."""
         handle = self.register_forward_hook(lambda module, inputs, output: fn(output, self))
         self._handles.append(handle)
+        return handle
+
+    def remove_hook(self, handle) -> None:
+        handle.remove()
+        self._handles = [h for h in self._handles if h is not handle]
 
     def remove_hooks(self) -> None:
         for handle in self._handles:
@@ -67,14 +76,16 @@ class HookedRootModule(nn.Module):
 
     @contextmanager
     def hooks(self, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = ()):
-        """Attach hooks for the duration of the `with` block."""
+        """Attach hooks for the duration of the `with` block (hooks attached before it stay)."""
+        added = []
         try:
             for name_or_filter, fn in fwd_hooks:
                 for hook in self._matching(name_or_filter):
-                    hook.add_hook(fn)
+                    added.append((hook, hook.add_hook(fn)))
             yield self
         finally:
-            self.reset_hooks()
+            for hook, handle in added:
+                hook.remove_hook(handle)
 
     def run_with_hooks(self, *args, fwd_hooks=(), **kwargs):
         with self.hooks(fwd_hooks):
