@@ -135,6 +135,11 @@ class BioDataModule(L.LightningDataModule):
                            "unseen": unseen_eval_size}
         self.eval_batch_size, self.train_seed = eval_batch_size, train_seed
         self.distribution = distribution if distribution is not None else Uniform()
+        if hasattr(self.distribution, "check"):  # population- and batch-dependent arguments
+            try:
+                self.distribution.check(population_size, batch_size)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         self.tokenizer = WordTokenizer.from_pools(self.pools)
         self.rank, self.world_size = 0, 1
         self._ready = False
