@@ -30,9 +30,10 @@ class HookPoint(nn.Module):
         self.name: str = ""
         self._handles: list = []
 
-    def add_hook(self, fn: HookFn):
-        """Attach fn; returns a handle whose ``remove()`` detaches it again."""
-        handle = self.register_forward_hook(lambda module, inputs, output: fn(output, self))
+    def add_hook(self, fn: HookFn, prepend: bool = False):
+        """Attach fn (after the hooks already here, or before them with prepend=True); returns a handle
+        whose ``remove()`` detaches it again."""
+        handle = self.register_forward_hook(lambda module, inputs, output: fn(output, self), prepend=prepend)
         self._handles.append(handle)
         return handle
 
