@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 
+# milestones that are training steps (callbacks.phases.stop_after may name one)
+STEP_MILESTONES = ("fall_end_step", "plateau_end_step", "acc_1pct_step", "acc_50pct_step", "acc_99pct_step")
+
 
 def _holds(values: list[float], i: int, confirm: int, test) -> bool:
     """values[i:i+confirm] all pass `test` (fewer at the end of the history count as not confirmed)."""

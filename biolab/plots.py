@@ -1,12 +1,14 @@
-"""Figures of one run: attribute loss (log scale, with the no-knowledge baseline) and accuracy.
+"""Figures of one run: learning curves (attribute loss and accuracy) and attention metrics.
 
-Called by ``train(cfg)`` at the end of a run (writes ``<run_dir>/learning_curves.png``); also usable
-on a finished run directory: ``python -m biolab.plots RUN_DIR``.
+Called by ``train(cfg)`` at the end of a run (writes ``<run_dir>/learning_curves.png`` and, when the
+attention callback ran, ``<run_dir>/attention.png``); also usable on a finished run directory:
+``python -m biolab.plots RUN_DIR``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,15 +45,24 @@ def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_ylabel("attribute accuracy")
     for ax in (ax_loss, ax_acc):
-        if fall_end is not None and plateau_end is not None:
-            ax.axvspan(fall_end, plateau_end, color="tab:orange", alpha=0.12, label="plateau")
-        if plateau_end is not None:
-            ax.axvline(plateau_end, color="tab:red", alpha=0.6, linewidth=1, label=f"plateau end ({plateau_end})")
-        if acc_half is not None:
-            ax.axvline(acc_half, color="tab:green", alpha=0.6, linewidth=1, label=f"50% accuracy ({acc_half})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        mark_phases(ax, fall_end, plateau_end, acc_half)
     fig.suptitle(title or "fall to the marginals, plateau, knowledge acquisition")
+    return _save(fig, path)
+
+
+def mark_phases(ax, fall_end: int | None, plateau_end: int | None, acc_half: int | None = None) -> None:
+    """Shade the plateau (fall end to plateau end), mark plateau end and 50% accuracy; grid and legend."""
+    if fall_end is not None and plateau_end is not None:
+        ax.axvspan(fall_end, plateau_end, color="tab:orange", alpha=0.12, label="plateau")
+    if plateau_end is not None:
+        ax.axvline(plateau_end, color="tab:red", alpha=0.6, linewidth=1, label=f"plateau end ({plateau_end})")
+    if acc_half is not None:
+        ax.axvline(acc_half, color="tab:green", alpha=0.6, linewidth=1, label=f"50% accuracy ({acc_half})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -59,11 +70,45 @@ def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
     return path
 
 
+ATTENTION_PANELS = (("name_to_name", "name -> name (last name token)"),
+                    ("attr_to_name", "attribute -> name (predicting a value)"),
+                    ("attr_to_text", "attribute -> template text"),
+                    ("entropy", "normalised attention entropy"))
+
+
+def attention_layers(history: list[dict]) -> list[int]:
+    """Layer numbers (1-based) that have attention metrics in the history."""
+    found = {int(m.group(1)) for row in history for key in row if (m := re.fullmatch(r"attn/L(\d+)/\w+", key))}
+    return sorted(found)
+
+
+def plot_attention(history: list[dict], path: str | Path, fall_end: int | None = None,
+                   plateau_end: int | None = None, acc_half: int | None = None, title: str = "") -> Path:
+    """Four panels (SPEC section 7; paper Figure 3-right and Figure F): each attention metric against
+    steps, one line per layer (the last layer drawn thick), the plateau shaded."""
+    layers = attention_layers(history)
+    fig, axes = plt.subplots(1, len(ATTENTION_PANELS), figsize=(18, 4.2))
+    colors = plt.cm.viridis([i / max(1, len(layers) - 1) for i in range(len(layers))])
+    for ax, (metric, label) in zip(axes, ATTENTION_PANELS):
+        for layer, color in zip(layers, colors):
+            steps, values = history_column(history, f"attn/L{layer}/{metric}")
+            ax.plot(steps, values, "-", color=color, linewidth=2.5 if layer == layers[-1] else 1.2,
+                    label=f"layer {layer}")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylim(0, 1)
+        mark_phases(ax, fall_end, plateau_end, acc_half)
+    axes[0].set_ylabel("attention share (mean over heads and queries)")
+    fig.suptitle(title or "attention metrics")
+    return _save(fig, path)
+
+
 if __name__ == "__main__":
     run_dir = Path(sys.argv[1])
     rows = read_csv(run_dir / "metrics.csv")
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    out = plot_learning_curves(rows, rows[0]["val/baseline"], run_dir / "learning_curves.png",
-                               fall_end=summary.get("fall_end_step"), plateau_end=summary.get("plateau_end_step"),
-                               acc_half=summary.get("acc_50pct_step"))
-    print(out)
+    phases = dict(fall_end=summary.get("fall_end_step"), plateau_end=summary.get("plateau_end_step"),
+                  acc_half=summary.get("acc_50pct_step"))
+    print(plot_learning_curves(rows, rows[0]["val/baseline"], run_dir / "learning_curves.png", **phases))
+    if attention_layers(rows):
+        print(plot_attention(rows, run_dir / "attention.png", **phases))

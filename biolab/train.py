@@ -30,7 +30,7 @@ from biolab.callbacks import Evaluator, PhaseTracker, history_column
 from biolab.data.datamodule import BioDataModule, ConfigError
 from biolab.io import atomic_write_text, write_json
 from biolab.phases import phase_summary
-from biolab.plots import plot_learning_curves
+from biolab.plots import attention_layers, plot_attention, plot_learning_curves
 
 # Lightning 2.6 with torch 2.13 warns on every fit about its own use of a deprecated torch API
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -124,16 +124,21 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
 
 
 def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluator, cfg: DictConfig,
-              wall_seconds: float, confirm: int = 1) -> dict:
+              wall_seconds: float, tracker: PhaseTracker | None = None) -> dict:
     """summary.json contents: final metrics, phase milestones, throughput."""
     final = history[-1]
+    confirm = tracker.confirm if tracker else 1
+    stopped_after = tracker.stop_after if tracker and tracker.stopped_at is not None else None
     baseline = datamodule.baseline
     steps, losses = history_column(history, "val/attr_loss")
     acc_steps, accs = history_column(history, "val/attr_acc")
     eval_seconds = sum(r.get("eval_seconds", 0.0) for r in history)
+    attn_seconds = sum(r.get("attn_seconds", 0.0) for r in history)
     return {
-        "completed": final["step"] == cfg.trainer.max_steps,
+        "completed": final["step"] == cfg.trainer.max_steps or stopped_after is not None,
+        "stopped_after": stopped_after,  # the milestone that ended training early (callbacks.phases.stop_after)
         "steps": int(final["step"]),
+        "max_steps": cfg.trainer.max_steps,
         "attr_loss": final.get("val/attr_loss"),
         "attr_acc": final.get("val/attr_acc"),
         "no_knowledge_baseline": baseline,
@@ -150,6 +155,8 @@ def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluat
         "train_seconds": evaluator.train_seconds,
         "eval_seconds": eval_seconds,
         "eval_fraction": eval_seconds / max(eval_seconds + evaluator.train_seconds, 1e-9),
+        "attention_seconds": attn_seconds,
+        "attention_cost_vs_training": attn_seconds / max(evaluator.train_seconds, 1e-9),
         "wall_seconds_this_launch": wall_seconds,
         "per_attribute": {k.split("/", 1)[1]: v for k, v in final.items() if k.startswith("val/attr_")},
     }
@@ -184,13 +191,15 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.global_rank != 0:
         return {}
-    summary = summarize(evaluator.history, datamodule, evaluator, cfg, time.perf_counter() - start,
-                        confirm=tracker.confirm if tracker else 1)
+    summary = summarize(evaluator.history, datamodule, evaluator, cfg, time.perf_counter() - start, tracker)
     write_json(summary_path, summary)
-    plot_learning_curves(evaluator.history, datamodule.baseline, run_dir / "learning_curves.png",
-                         fall_end=summary["fall_end_step"], plateau_end=summary["plateau_end_step"],
-                         acc_half=summary["acc_50pct_step"],
-                         title=f"N={datamodule.population_size}, seed={cfg.seed}, data seed={datamodule.seed}")
+    phases = dict(fall_end=summary["fall_end_step"], plateau_end=summary["plateau_end_step"],
+                  acc_half=summary["acc_50pct_step"])
+    title = f"N={datamodule.population_size}, seed={cfg.seed}, data seed={datamodule.seed}"
+    plot_learning_curves(evaluator.history, datamodule.baseline, run_dir / "learning_curves.png", **phases,
+                         title=title)
+    if attention_layers(evaluator.history):
+        plot_attention(evaluator.history, run_dir / "attention.png", **phases, title=f"attention metrics, {title}")
     print(f"finished: attr loss {summary['attr_loss']:.4f} (baseline {summary['no_knowledge_baseline']:.3f}), "
           f"attr acc {summary['attr_acc']:.3f}, plateau end {summary['plateau_end_step']}, "
           f"{summary['train_tokens_per_s']:,.0f} train tok/s\nrun directory: {run_dir}", flush=True)

@@ -73,3 +73,33 @@ def test_snapshots_grow_during_training_and_survive_a_state_dict_round_trip():
 def test_bad_confirm_is_refused():
     with pytest.raises(ValueError, match="callbacks.phases.confirm"):
         PhaseTracker(confirm=0)
+
+
+def test_stop_after_ends_the_run_at_the_milestone_and_counts_as_finished(tiny_cfg, monkeypatch):
+    """stop_after ends training at the first evaluation where the milestone is known; the run is finished
+    (re-running does nothing). The milestone is forced at step >= 10 so the tiny run reaches it."""
+    import json
+    from pathlib import Path
+
+    import biolab.callbacks.phases as phases_module
+    from biolab.train import train
+
+    real = phases_module.phase_summary
+
+    def forced(steps, *args, **kwargs):
+        out = real(steps, *args, **kwargs)
+        out["acc_50pct_step"] = 10 if steps[-1] >= 10 else None
+        return out
+
+    monkeypatch.setattr(phases_module, "phase_summary", forced)
+    cfg = tiny_cfg("callbacks.phases.stop_after=acc_50pct_step")
+    summary = train(cfg)
+    assert summary["steps"] == 10 and summary["max_steps"] == 20
+    assert summary["completed"] and summary["stopped_after"] == "acc_50pct_step"
+    assert json.loads((Path(cfg.run_dir) / "summary.json").read_text()) == summary
+    assert train(cfg) == summary  # finished: nothing to do
+
+
+def test_bad_stop_after_is_refused():
+    with pytest.raises(ValueError, match="callbacks.phases.stop_after"):
+        PhaseTracker(stop_after="acc_42pct_step")

@@ -4,7 +4,9 @@ SPEC section 5: evaluate every `dense_every` steps up to `dense_until`, then eve
 (paper: 125 up to 2k, then 500), plus step 0 and the last step. At each point the module's
 `evaluate` runs on every fixed evaluation set of the datamodule (val, train_templates, unseen) and
 one row is appended to the history: step, learning rate, mean training loss since the previous
-row, training throughput, and all value-token metrics. The history is saved in checkpoints
+row, training throughput, all value-token metrics, and the metrics of every other callback that
+defines ``evaluation_metrics(trainer, pl_module) -> dict`` (e.g. AttentionMetrics), so all of them
+share one row and one schedule. The history is saved in checkpoints
 (state_dict), so a resumed run keeps it, and rewritten atomically to ``<run_dir>/metrics.csv``
 after every evaluation.
 
@@ -77,6 +79,9 @@ class Evaluator(L.Callback):
         datamodule = trainer.datamodule
         for name, batches in datamodule.eval_batches.items():
             row.update(pl_module.evaluate(batches, prefix=name))
+        for callback in trainer.callbacks:
+            if callback is not self and hasattr(callback, "evaluation_metrics"):
+                row.update(callback.evaluation_metrics(trainer, pl_module))
         row["eval_seconds"] = time.perf_counter() - start
         row["elapsed_train_seconds"] = self.train_seconds
         row["val/baseline"] = datamodule.baseline

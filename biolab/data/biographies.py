@@ -10,6 +10,10 @@ values are tokenized once, up front, so building a batch is list concatenation.
     targets    [batch, pos]  sequence shifted by one, IGNORE_INDEX where padded
     value_attr [batch, pos]  attribute index (into the data's attribute list) of each target token
                              that belongs to a value, -1 elsewhere
+and, for sequences built with ``with_roles=True`` (attention metrics), per input token:
+    role       [batch, pos]  ROLE_TEXT (template words), ROLE_NAME, ROLE_VALUE, or ROLE_OTHER
+                             (<bos>, <eos>, padding)
+    sentence   [batch, pos]  index of the token's sentence in the biography, -1 for <bos>/padding
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from biolab.data.templates import ATTRIBUTES, TEMPLATES
 from biolab.data.tokenizer import WordTokenizer
 
 IGNORE_INDEX = -100
+ROLE_OTHER, ROLE_TEXT, ROLE_NAME, ROLE_VALUE = 0, 1, 2, 3
 
 
 class BiographyBuilder:
@@ -48,10 +53,11 @@ class BiographyBuilder:
         return [self.tokenizer.encode(v) for v in pools.values(attribute)]
 
     def build(self, population: Population, people: np.ndarray, templates: np.ndarray,
-              order: np.ndarray) -> list[tuple[list[int], list[int]]]:
+              order: np.ndarray, with_roles: bool = False) -> list[tuple[list[int], ...]]:
         """people [batch], templates [batch, attrs] (template index 0-24), order [batch, attrs].
 
-        Returns per biography (token ids, value_attr per token), value_attr -1 outside values.
+        Returns per biography (token ids, value_attr per token), value_attr -1 outside values;
+        with_roles adds (role per token, sentence index per token).
         """
         bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
         out = []
@@ -59,27 +65,44 @@ class BiographyBuilder:
             first, middle, last = population.names[person]
             name = [self.given_ids[first], self.given_ids[middle], self.surname_ids[last]]
             ids, attr_of = [bos], [-1]
-            for a in order[b]:
+            role, sentence = [ROLE_OTHER], [-1]
+            for s, a in enumerate(order[b]):
                 before, between, after = self.template_parts[a][templates[b, a]]
                 value = self.value_ids[a][population.values[person, self.attr_columns[a]]]
                 head = before + name + between
                 ids += head + value + after
                 attr_of += [-1] * len(head) + [int(a)] * len(value) + [-1] * len(after)
+                if with_roles:
+                    role += ([ROLE_TEXT] * len(before) + [ROLE_NAME] * len(name) + [ROLE_TEXT] * len(between)
+                             + [ROLE_VALUE] * len(value) + [ROLE_TEXT] * len(after))
+                    sentence += [s] * (len(head) + len(value) + len(after))
             ids.append(eos)
             attr_of.append(-1)
-            out.append((ids, attr_of))
+            role.append(ROLE_OTHER)
+            sentence.append(-1)
+            out.append((ids, attr_of, role, sentence) if with_roles else (ids, attr_of))
         return out
 
-    def collate(self, sequences: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    def collate(self, sequences: list[tuple[list[int], ...]]) -> dict[str, torch.Tensor]:
         """Pad to the longest sequence of this batch only (SPEC section 3)."""
-        length = max(len(ids) for ids, _ in sequences) - 1
+        length = max(len(seq[0]) for seq in sequences) - 1
         batch = len(sequences)
+        with_roles = len(sequences[0]) == 4
         input_ids = torch.full((batch, length), self.tokenizer.pad_id, dtype=torch.long)
         targets = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
         value_attr = torch.full((batch, length), -1, dtype=torch.long)
-        for b, (ids, attr_of) in enumerate(sequences):
+        if with_roles:
+            role = torch.full((batch, length), ROLE_OTHER, dtype=torch.long)
+            sentence = torch.full((batch, length), -1, dtype=torch.long)
+        for b, (ids, attr_of, *roles) in enumerate(sequences):
             n = len(ids) - 1
             input_ids[b, :n] = torch.tensor(ids[:-1])
             targets[b, :n] = torch.tensor(ids[1:])
             value_attr[b, :n] = torch.tensor(attr_of[1:])  # target j is token j+1
-        return {"input_ids": input_ids, "targets": targets, "value_attr": value_attr}
+            if with_roles:
+                role[b, :n] = torch.tensor(roles[0][:-1])  # input token j
+                sentence[b, :n] = torch.tensor(roles[1][:-1])
+        batch_tensors = {"input_ids": input_ids, "targets": targets, "value_attr": value_attr}
+        if with_roles:
+            batch_tensors.update(role=role, sentence=sentence)
+        return batch_tensors

@@ -173,18 +173,23 @@ class BioDataModule(L.LightningDataModule):
         return self.train_batches(step)
 
     def _make_eval_set(self, name: str) -> list[dict[str, torch.Tensor]]:
-        stream = EVAL_SETS.index(name) + 1
+        return self.fixed_batches(name, self.eval_sizes[name])
+
+    def fixed_batches(self, name: str, n: int, with_roles: bool = False) -> list[dict[str, torch.Tensor]]:
+        """n fixed sequences of set `name` (EVAL_SETS, or "attention": seen people, training templates),
+        drawn uniformly over the population from the population seed, in batches of eval_batch_size."""
+        stream = EVAL_SETS.index(name) + 1 if name in EVAL_SETS else 1000
         rng = np.random.default_rng([self.seed, 1000 + stream])  # fixed by the population seed
         population = self.unseen if name == "unseen" else self.seen
-        n, n_attr = self.eval_sizes[name], len(self.attributes)
+        n_attr = len(self.attributes)
         people = rng.integers(0, len(population), size=n)  # uniform over the whole population
-        if name == "train_templates":
+        if name in ("train_templates", "attention"):
             slots = rng.integers(0, self.n_train_templates, size=(n, n_attr))
         else:
             slots = rng.integers(N_TEMPLATES - N_EVAL_TEMPLATES, N_TEMPLATES, size=(n, n_attr))
         templates = template_ids(population, people, self.attributes, slots)
         order = sentence_order(rng, n, n_attr, self.shuffle_sentences)
-        sequences = self.builder.build(population, people, templates, order)
+        sequences = self.builder.build(population, people, templates, order, with_roles=with_roles)
         size = self.eval_batch_size
         return [self.builder.collate(sequences[i:i + size]) for i in range(0, n, size)]
 
