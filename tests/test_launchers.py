@@ -98,6 +98,13 @@ def test_local_launcher_runs_jobs_in_worker_processes_with_their_share_of_the_th
     assert [Path(r["dir"]) for r in results] == [tmp_path / "tiny" / "seed=0", tmp_path / "tiny" / "seed=1"]
 
 
+def test_population_paper_sweep_preset_runs_on_the_slurm_launcher():
+    cfg = compose_multirun("sweep=population_paper", "hydra.launcher.partition=gpu")
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == "slurm" and cfg.hydra.launcher.partition == "gpu"
+    assert (cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.tasks_per_node) == (1, 1)
+    assert cfg.hydra.sweep.dir == "multiruns/population_paper"
+
+
 class _FakeJob:
     def results(self):
         return [None]
