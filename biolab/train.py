@@ -13,6 +13,7 @@ a run directory that holds a different config is refused rather than overwritten
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -63,6 +64,19 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"module.lr must be > 0, got {cfg.module.lr!r}")
     if not (isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every > 0):
         raise ConfigError(f"checkpoint_every must be a positive integer, got {cfg.checkpoint_every!r}")
+    _check_slurm_tasks(cfg)
+
+
+def _check_slurm_tasks(cfg: DictConfig) -> None:
+    """Under SLURM with several tasks (hydra/launcher=slurm_ddp), the trainer must use one device per
+    task; otherwise every task would train its own copy of the run into the same directory."""
+    tasks = os.environ.get("SLURM_NTASKS")
+    if not tasks or not tasks.isdigit() or int(tasks) <= 1 or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1) or 1
+    if not (isinstance(devices, int) and devices * nodes == int(tasks)):
+        raise ConfigError(f"this SLURM job has {tasks} tasks but trainer.devices={devices} x trainer.num_nodes="
+                          f"{nodes}: set trainer.devices to the GPUs per node and +trainer.strategy=ddp")
 
 
 def _build(cfg: DictConfig):

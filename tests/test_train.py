@@ -189,3 +189,13 @@ def test_console_script_finds_the_configs_from_any_directory(tmp_path):
     result = subprocess.run([script, "experiment=tiny", "data.population_size=-1",
                              f"hydra.run.dir={tmp_path / 'x'}"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "data.population_size" in result.stderr
+
+
+def test_slurm_job_with_more_tasks_than_devices_is_refused(tiny_cfg, monkeypatch):
+    """hydra/launcher=slurm_ddp starts 4 tasks: without trainer.devices=4 each would train its own copy."""
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_JOB_NAME", "biolab-paper")
+    with pytest.raises(ConfigError, match="4 tasks but trainer.devices=1"):
+        train(tiny_cfg())
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert train(tiny_cfg())["completed"]

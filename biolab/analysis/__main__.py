@@ -1,0 +1,56 @@
+"""Command line of biolab.analysis: one sub-command per study, each reading a sweep directory.
+
+    python -m biolab.analysis table multiruns/lr_cpu
+    python -m biolab.analysis population multiruns/population_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from biolab.analysis.collect import collect_sweep, write_table
+
+
+def _table(sweep_dir: Path) -> None:
+    jobs = collect_sweep(sweep_dir)
+    path = write_table(jobs, sweep_dir / "table.csv")
+    print(f"{len(jobs)} jobs ({sum(j.finished for j in jobs)} finished) -> {path}")
+
+
+def _population(sweep_dir: Path) -> None:
+    from biolab.analysis.population import analyse_population_sweep
+
+    fits = analyse_population_sweep(sweep_dir)
+    jobs = fits["jobs"]
+    print(f"{jobs['total']} jobs, {jobs['finished']} finished")
+    for key in ("plateau_end_interpolated", "acc_50pct_step"):
+        for size, row in fits[key]["per_population_size"].items():
+            print(f"  {key:>24} N={size:>7}: {row['mean']:8.1f} steps (sd {row['std']:.1f}, {row['n_seeds']} seeds), "
+                  f"{row['biographies_per_person']:.1f} biographies per person")
+        fit = fits[key]["fit"]
+        if fit:
+            print(f"  {key}: {fit['prefactor']:.3g} * N^{fit['exponent']:.3f}, R^2 {fit['r2']:.3f}")
+    print(f"-> {sweep_dir / 'table.csv'}, scaling_fit.json, population_curves.png, plateau_scaling.png")
+
+
+COMMANDS = {"table": _table, "population": _population}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m biolab.analysis", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", choices=sorted(COMMANDS), help="what to compute")
+    parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. multiruns/population_cpu")
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.study](args.sweep_dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
