@@ -7,6 +7,7 @@ machine two threads made a tiny training step 40x slower (3 s instead of 0.07 s)
 """
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -307,3 +308,31 @@ def test_reference_of_another_model_shape_is_refused_before_training(reference_r
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(bare))
     with pytest.raises(ConfigError, match=r"embed\.weight of shape \[50, 64\]"):
         train(patched(tmp_path / "run2", bare, 0))
+
+
+# ---- the study figure --------------------------------------------------------------------------------
+
+def test_study_figure_reads_runs_and_tabulates_final_losses(tmp_path):
+    from biolab.analysis.patching import main
+    from biolab.io import write_csv
+
+    def fake_run(name, reference_step=None, start=None, losses=(16.0, 7.0, 1.0)):
+        run_dir = tmp_path / name
+        callbacks = {"evaluator": {"_target_": "x"}}
+        if reference_step is not None:
+            callbacks["patching"] = {"reference": f"runs/r/trajectory/step_{reference_step}.safetensors",
+                                     "start_step": start}
+        (run_dir).mkdir()
+        (run_dir / "config.yaml").write_text(json.dumps({"callbacks": callbacks}))
+        write_csv(run_dir / "metrics.csv", [{"step": 10 * i, "val/attr_loss": v, "val/baseline": 6.8}
+                                            for i, v in enumerate(losses)])
+
+    fake_run("reference")
+    fake_run("ref0_start0", 0, 0, (16.0, 9.0, 0.6))
+    fake_run("ref10_start0", 10, 0, (16.0, 2.0, 0.2))
+    fake_run("ref10_start10", 10, 10, (16.0, 7.0, 0.4))
+    main([str(tmp_path)])
+    table = json.loads((tmp_path / "patching.json").read_text())
+    assert table["reference_steps"] == [0, 10] and table["start_steps"] == [0, 10]
+    assert table["final_attr_loss"] == [[0.6, None], [0.2, 0.4]]
+    assert (tmp_path / "patching.png").stat().st_size > 10_000

@@ -1,0 +1,139 @@
+"""Figure of an attention-patching study (SPEC section 7): loss curves per reference step, heat map.
+
+Reads a study directory written by sweeps/patching_cpu.sh: one sub-directory per run, each with
+config.yaml, metrics.csv and (once finished) summary.json. A run whose config has
+``callbacks.patching`` is a patched run, keyed by (reference step, start step): the reference step
+comes from the weights file name (``step_<k>.safetensors``); the other runs are unpatched. Writes
+
+- ``<study>/patching.png``: left, attribute loss (``val/attr_loss``, log scale) against steps of the
+  start-0 runs, one line per reference step, with the unpatched run dashed and the no-knowledge
+  baseline; right, heat map of the final attribute loss, rows = reference step, columns = start step;
+- ``<study>/patching.json``: the table behind the heat map (with each run's completion status).
+
+    python -m biolab.analysis.patching multiruns/patching_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from biolab.io import read_csv, write_json  # noqa: E402
+
+LOSS = "val/attr_loss"
+
+
+def load_runs(study: str | Path) -> list[dict]:
+    """One dict per run directory: path, reference_step / start_step (None if unpatched), curve, final loss."""
+    runs = []
+    for config_path in sorted(Path(study).glob("*/config.yaml")):
+        run_dir = config_path.parent
+        if not (run_dir / "metrics.csv").exists():
+            continue
+        cfg = OmegaConf.to_container(OmegaConf.load(config_path))
+        patching = (cfg.get("callbacks") or {}).get("patching")
+        ref_step = start = None
+        if patching:
+            match = re.search(r"step_(\d+)\.safetensors$", str(patching["reference"]))
+            if match is None:
+                continue  # a reference that is not a trajectory file: no reference step to place it at
+            ref_step, start = int(match.group(1)), int(patching["start_step"])
+        rows = [r for r in read_csv(run_dir / "metrics.csv") if LOSS in r]
+        summary_path = run_dir / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        runs.append({
+            "run_dir": str(run_dir), "reference_step": ref_step, "start_step": start,
+            "steps": [int(r["step"]) for r in rows], "loss": [r[LOSS] for r in rows],
+            "baseline": rows[-1].get("val/baseline") if rows else None,
+            "final_loss": rows[-1][LOSS] if rows else None,
+            "final_step": int(rows[-1]["step"]) if rows else None,
+            "completed": bool(summary.get("completed")),
+        })
+    return runs
+
+
+def heat_table(runs: list[dict]) -> tuple[list[int], list[int], list[list[float]]]:
+    """(reference steps, start steps, final loss[reference][start]) over the patched runs; NaN where missing."""
+    patched = [r for r in runs if r["reference_step"] is not None and r["final_loss"] is not None]
+    refs = sorted({r["reference_step"] for r in patched})
+    starts = sorted({r["start_step"] for r in patched})
+    table = [[math.nan] * len(starts) for _ in refs]
+    for r in patched:
+        table[refs.index(r["reference_step"])][starts.index(r["start_step"])] = r["final_loss"]
+    return refs, starts, table
+
+
+def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
+    fig, (ax_curves, ax_heat) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.15, 1]})
+    start0 = sorted((r for r in runs if r["start_step"] == 0), key=lambda r: r["reference_step"])
+    colors = plt.cm.viridis([i / max(1, len(start0) - 1) for i in range(len(start0))])
+    for run, color in zip(start0, colors):
+        ax_curves.plot(run["steps"], run["loss"], color=color, label=f"reference step {run['reference_step']}")
+    for run in (r for r in runs if r["reference_step"] is None):
+        ax_curves.plot(run["steps"], run["loss"], "k--", linewidth=1.5, label="unpatched")
+    baseline = next((r["baseline"] for r in runs if r["baseline"] is not None), None)
+    if baseline is not None:
+        ax_curves.axhline(baseline, color="gray", linestyle=":", label=f"no-knowledge baseline {baseline:.2f}")
+    ax_curves.set_yscale("log")
+    ax_curves.set_xlabel("training step")
+    ax_curves.set_ylabel("attribute loss (nats per value)")
+    ax_curves.set_title("patched from step 0, by reference step")
+    ax_curves.legend(fontsize=8)
+    ax_curves.grid(alpha=0.3)
+
+    refs, starts, table = heat_table(runs)
+    if refs:
+        rows = list(reversed(range(len(refs))))  # latest reference on top, as in the paper's figure
+        values = [table[i] for i in rows]
+        finite = [v for row in values for v in row if not math.isnan(v) and v > 0]
+        norm = LogNorm(vmin=min(finite), vmax=max(finite)) if finite else None
+        image = ax_heat.imshow(values, cmap="magma_r", norm=norm, aspect="auto")
+        for y, row in enumerate(values):
+            for x, v in enumerate(row):
+                if not math.isnan(v):
+                    ax_heat.text(x, y, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                                 color="white" if norm and norm(v) > 0.6 else "black")
+        ax_heat.set_xticks(range(len(starts)), [str(s) for s in starts])
+        ax_heat.set_yticks(range(len(rows)), [str(refs[i]) for i in rows])
+        fig.colorbar(image, ax=ax_heat, label="final attribute loss")
+    ax_heat.set_xlabel("start of patching (step)")
+    ax_heat.set_ylabel("reference step")
+    ax_heat.set_title("final attribute loss")
+    fig.suptitle(title or "attention patching")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", help="study directory (one sub-directory per run)")
+    args = parser.parse_args(argv)
+    study = Path(args.study)
+    runs = load_runs(study)
+    if not runs:
+        raise SystemExit(f"error: no run with config.yaml and metrics.csv under {study}")
+    refs, starts, table = heat_table(runs)
+    write_json(study / "patching.json", {
+        "reference_steps": refs, "start_steps": starts,
+        "final_attr_loss": [[None if math.isnan(v) else v for v in row] for row in table],  # [reference][start]
+        "runs": [{k: v for k, v in r.items() if k not in ("steps", "loss")} for r in runs]})
+    figure = plot_patching(runs, study / "patching.png", title=f"attention patching: {study}")
+    unfinished = sum(not r["completed"] for r in runs)
+    print(f"{len(runs)} runs ({unfinished} unfinished: last evaluated step used) -> {figure}, {study / 'patching.json'}")
+
+
+if __name__ == "__main__":
+    main()
