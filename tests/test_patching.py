@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from biolab.callbacks.patching import PatternSwap
+from biolab.callbacks.patching import AttentionPatching, PatternSwap
 from biolab.callbacks.trajectory import read_metadata, save_weights
 from biolab.data.datamodule import ConfigError
 from biolab.io import read_csv
@@ -301,6 +301,13 @@ def test_reference_of_another_model_shape_is_refused_before_training(reference_r
     with pytest.raises(ConfigError, match=r"another model than the configured one: d_model=64 \(configured 32\)"):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.csv").exists()
+    # the same check without a Trainer, before anything is written (what train() could call early)
+    from biolab.train import _build
+    _, module, callbacks = _build(patched(tmp_path / "early", reference_run / "trajectory" / "step_0.safetensors",
+                                          0, "model.d_model=32"))
+    with pytest.raises(ConfigError, match="another model"):
+        next(c for c in callbacks if isinstance(c, AttentionPatching)).check(module)
+    assert not (tmp_path / "early").exists()
 
     other = Transformer(TransformerConfig(vocab_size=50, n_layers=2, n_heads=4, d_model=64, d_mlp=128))
     bare = tmp_path / "bare.safetensors"  # a file without biolab metadata: only shapes are known

@@ -152,12 +152,13 @@ class AttentionPatching(L.Callback):
             raise ConfigError(f"{KEY}.reference must be the path of a trajectory weights file "
                               f"(<run_dir>/trajectory/step_<k>.safetensors), got {reference!r}")
         self.reference_path, self.start_step, self.reset_optimizer = reference, start_step, reset_optimizer
-        self.state, self.meta = load_weights(reference, key=f"{KEY}.reference")
+        self._weights, self.meta = load_weights(reference, key=f"{KEY}.reference")
         ref_cfg = self.meta.get("model_config") or {}
         _check_indices(layers, "layers", ref_cfg.get("n_layers"))
         _check_indices(heads, "heads", ref_cfg.get("n_heads"))
         self.layers, self.heads = layers, heads
         self.reset_at: int | None = None  # step at which the optimiser state was cleared (checkpointed)
+        self._reference: Transformer | None = None
         self.swap: PatternSwap | None = None
 
     # ---- set-up: the frozen reference, checked against the configured model -------------------
@@ -173,29 +174,35 @@ class AttentionPatching(L.Callback):
             reference = Transformer(cfg)
         expected = reference.state_dict()
         for name, tensor in expected.items():
-            if name not in self.state:
+            if name not in self._weights:
                 raise ConfigError(f"{KEY}.reference: {path} lacks the weight {name} of the configured model")
-            if self.state[name].shape != tensor.shape:
-                raise ConfigError(f"{KEY}.reference: {path} has {name} of shape {list(self.state[name].shape)}, "
+            if self._weights[name].shape != tensor.shape:
+                raise ConfigError(f"{KEY}.reference: {path} has {name} of shape {list(self._weights[name].shape)}, "
                                   f"the configured model {list(tensor.shape)}")
-        extra = sorted(set(self.state) - set(expected))
+        extra = sorted(set(self._weights) - set(expected))
         if extra:
             raise ConfigError(f"{KEY}.reference: {path} has weights the configured model lacks: {', '.join(extra[:3])}")
-        reference.load_state_dict(self.state)
+        reference.load_state_dict(self._weights)
         return reference
 
+    def check(self, pl_module: L.LightningModule) -> Transformer:
+        """Check the configured module against the reference file and build the reference (ConfigError if not
+        compatible). Called by `setup`; a caller may call it earlier, before any file is written."""
+        if self._reference is None:
+            if pl_module.hparams.get("compile"):
+                raise ConfigError(f"{KEY} needs module.compile=false (hooks do not fire through torch.compile)")
+            model: Transformer = pl_module.model
+            _check_indices(self.layers, "layers", model.cfg.n_layers)
+            _check_indices(self.heads, "heads", model.cfg.n_heads)
+            self._reference = self.build_reference(model.cfg)
+            self._weights = {}  # now in the reference
+        return self._reference
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.swap is not None:
-            return
-        if pl_module.hparams.get("compile"):
-            raise ConfigError(f"{KEY} needs module.compile=false (hooks do not fire through torch.compile)")
-        model: Transformer = pl_module.model
-        _check_indices(self.layers, "layers", model.cfg.n_layers)
-        _check_indices(self.heads, "heads", model.cfg.n_heads)
-        reference = self.build_reference(model.cfg)
-        self.swap = PatternSwap(reference, self.layers, self.heads,
-                                active=lambda: trainer.global_step >= self.start_step)
-        self.swap.attach(model)
+        if self.swap is None:
+            self.swap = PatternSwap(self.check(pl_module), self.layers, self.heads,
+                                    active=lambda: trainer.global_step >= self.start_step)
+            self.swap.attach(pl_module.model)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.swap is not None:
