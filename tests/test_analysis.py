@@ -85,7 +85,9 @@ def test_killed_sweep_resumes_without_training_a_finished_job_twice(tmp_path):
     sweep = tmp_path / "sweep"
     settings = ["experiment=tiny", "trainer.max_steps=60", "checkpoint_every=10", "callbacks.evaluator.sparse_every=20"]
     command = [sys.executable, "-m", "biolab.train", "-m", *settings, "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    first, second = sweep / "seed=0", sweep / "seed=1"
+    # job directories are named by all overrides: "callbacks...,seed=1,trainer.max_steps=60"
+    job = lambda seed: sweep / f"callbacks.evaluator.sparse_every=20,checkpoint_every=10,seed={seed},trainer.max_steps=60"  # noqa: E731
+    first, second = job(0), job(1)
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     ckpt = second / "checkpoints" / "last.ckpt"
