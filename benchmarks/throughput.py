@@ -3,11 +3,13 @@
     python benchmarks/throughput.py                  # quick-start model and data, CPU
     python benchmarks/throughput.py --steps 60 --experiment paper --device cuda
 
-Prints three ratios (targets from the core-lab issue):
+Prints four ratios (targets from the core-lab and dynamics issues):
 1. Lightning training step vs a bare PyTorch loop, same model, batches and optimiser (>= 0.9x);
    the two are timed in alternating rounds so machine noise hits both alike;
 2. data generation speed vs training consumption, batches per second (>= 10x);
-3. evaluation time as a share of the quick-start's training time on its schedule (< 15%).
+3. evaluation time (attention metrics included) as a share of the quick-start's training time on
+   its schedule (< 15%);
+4. attention metrics alone as a share of that training time (< 10%).
 Results are printed and, with --out, written as JSON.
 """
 
@@ -117,6 +119,11 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     for name, batches in dm.eval_batches.items():
         module.evaluate(batches, prefix=name)
+    attention = instantiate(cfg.callbacks.attention)
+    attention_batches = dm.fixed_batches("attention", attention.n_sequences, with_roles=True)
+    attn_start = time.perf_counter()
+    attention.measure(module.model, attention_batches, torch.device(args.device))
+    attn_seconds = time.perf_counter() - attn_start
     eval_seconds = time.perf_counter() - start
     evaluator = instantiate(cfg.callbacks.evaluator)
     assert isinstance(evaluator, Evaluator)
@@ -124,6 +131,7 @@ def main(argv=None) -> dict:
     n_evals = sum(evaluator.is_eval_step(s, max_steps) for s in range(max_steps + 1))
     train_seconds = max_steps / train_steps_per_s
     eval_share = n_evals * eval_seconds / train_seconds
+    attn_share = n_evals * attn_seconds / train_seconds
 
     results = {
         "experiment": args.experiment, "device": args.device, "torch": torch.__version__,
@@ -134,6 +142,8 @@ def main(argv=None) -> dict:
         "data_over_training": gen_batches_per_s / train_steps_per_s,
         "evaluations": n_evals, "seconds_per_evaluation": eval_seconds,
         "eval_over_training_time": eval_share,
+        "attention_sequences": attention.n_sequences, "seconds_per_attention_measure": attn_seconds,
+        "attention_over_training_time": attn_share,
     }
     print(f"lightning / bare loop tokens/s : {results['lightning_over_bare']:.3f}  (target >= 0.9)"
           f"   [{lightning_tps:,.0f} vs {bare_tps:,.0f} tok/s]")
@@ -141,6 +151,8 @@ def main(argv=None) -> dict:
           f"   [{gen_batches_per_s:.1f} vs {train_steps_per_s:.2f} batches/s]")
     print(f"evaluation / training time     : {eval_share:.1%}  (target < 15%)"
           f"   [{n_evals} evaluations x {eval_seconds:.2f} s over {train_seconds:.0f} s of training]")
+    print(f"attention metrics / training   : {attn_share:.1%}  (target < 10%)"
+          f"   [{n_evals} x {attn_seconds:.2f} s for {attention.n_sequences} sequences]")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
