@@ -4,7 +4,7 @@ From a sweep over ``data.population_size`` (and seeds), writes into the sweep di
 
     table.csv               one row per job (biolab.analysis.collect)
     population_curves.png   attribute loss (log) and accuracy against steps, one colour per N:
-                            mean over seeds, min-max band, no-knowledge baseline (paper Figure 2-left)
+                            each seed and the mean over seeds, no-knowledge baseline (paper Figure 2-left)
     plateau_scaling.png     plateau end and 50%-accuracy step against N on log-log axes, each seed a
                             dot, the fitted power law a line, the paper's fit for reference (Figure 2-right)
     scaling_fit.json        for each milestone: prefactor a and exponent b of step = a * N^b, R^2 of
@@ -88,7 +88,8 @@ def scaling_fit(jobs: list[Job], batch_size: int) -> dict:
 
 
 def _curves_by_size(jobs: list[Job], metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per N: steps and [seeds, steps] values, over the evaluation steps that every seed reached."""
+    """Per N: evaluation steps (union over seeds) and [seeds, steps] values, NaN after a seed's run ended
+    (runs stopped at a milestone end at different steps)."""
     runs = defaultdict(list)
     for job in jobs:
         rows = [r for r in job.metrics() if metric in r]
@@ -96,8 +97,8 @@ def _curves_by_size(jobs: list[Job], metric: str) -> dict[int, tuple[np.ndarray,
             runs[population_size(job)].append({int(r["step"]): r[metric] for r in rows})
     out = {}
     for size, curves in runs.items():
-        steps = sorted(set.intersection(*(set(c) for c in curves)))
-        out[size] = (np.asarray(steps), np.asarray([[c[s] for s in steps] for c in curves]))
+        steps = sorted(set().union(*curves))
+        out[size] = (np.asarray(steps), np.asarray([[c.get(s, np.nan) for s in steps] for c in curves]))
     return out
 
 
@@ -107,9 +108,11 @@ def plot_population_curves(jobs: list[Job], baseline: float, path: Path) -> Path
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.8))
     for ax, metric in ((ax_loss, "val/attr_loss"), (ax_acc, "val/attr_acc")):
         for size, (steps, values) in sorted(_curves_by_size(jobs, metric).items()):
-            ax.plot(steps, values.mean(0), color=colors[size], label=f"N = {size} ({len(values)} seeds)")
-            if len(values) > 1:
-                ax.fill_between(steps, values.min(0), values.max(0), color=colors[size], alpha=0.2)
+            for seed_values in values:  # each seed thin, up to where its run ended
+                ax.plot(steps, seed_values, color=colors[size], linewidth=0.8, alpha=0.55)
+            everyone = ~np.isnan(values).any(0)  # mean only over the steps every seed reached
+            ax.plot(steps[everyone], values[:, everyone].mean(0), color=colors[size], linewidth=2.2,
+                    label=f"N = {size} ({len(values)} seeds)")
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     ax_loss.axhline(baseline, color="k", linestyle="--", linewidth=1, label=f"no-knowledge baseline {baseline:.2f}")
@@ -118,7 +121,8 @@ def plot_population_curves(jobs: list[Job], baseline: float, path: Path) -> Path
     ax_acc.set_ylabel("attribute accuracy")
     ax_acc.set_ylim(-0.02, 1.02)
     ax_loss.legend(fontsize=8)
-    fig.suptitle("learning curves by population size (mean over seeds, band: min-max)")
+    fig.suptitle("learning curves by population size (thin: each seed, up to where its run ended; "
+                 "thick: mean over seeds)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
