@@ -21,55 +21,22 @@ import json
 import os
 import sys
 import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from throughput import StepTimer, build  # benchmarks/throughput.py (this script's directory is on sys.path)
 
 from biolab.callbacks.patching import AttentionPatching
 from biolab.callbacks.trajectory import save_weights
 from biolab.data.biographies import IGNORE_INDEX
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 VARIANTS = ("unpatched", "explicit", "patched")
-
-
-def build(experiment: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"])
-    dm = instantiate(cfg.data, train_seed=0)
-    dm.setup()
-    model_cfg = instantiate(cfg.model, vocab_size=dm.vocab_size)
-
-    def make_module():
-        torch.manual_seed(0)
-        return instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
-                           attributes=list(dm.attributes), compile=False)
-    return cfg, dm, make_module
-
-
-class _StepTimer(L.Callback):
-    """Time from the end of the first (warm-up) step to the end of the last."""
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-        if trainer.global_step == 1:
-            self.start = time.perf_counter()
-        self.end = time.perf_counter()
-
-    def __init__(self, device: str):
-        self.device = device
 
 
 def timed_fit(variant: str, make_module, dm, steps: int, device: str, precision: str, reference: str) -> float:
     """Seconds for `steps` optimiser steps through Trainer.fit, after one warm-up step."""
     module = make_module()
-    timer = _StepTimer(device)
+    timer = StepTimer(device)
     callbacks = [timer]
     if variant == "explicit":
         module.model.force_explicit_attention = True
@@ -94,7 +61,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, dm, make_module = build(args.experiment)
+    cfg, dm, make_module = build(args.experiment, compile=False)
     precision = str(cfg.trainer.precision) if args.device == "cuda" else "32-true"
     seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:

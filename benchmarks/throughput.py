@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +34,8 @@ from biolab.data.biographies import IGNORE_INDEX
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def build(experiment: str):
+def build(experiment: str, **module_overrides):
+    """Config, set-up datamodule and a factory of identically initialised modules for `experiment`."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}"])
     dm = instantiate(cfg.data, train_seed=0)
@@ -42,9 +44,8 @@ def build(experiment: str):
 
     def make_module():
         torch.manual_seed(0)
-        from dataclasses import asdict
         return instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
-                           attributes=list(dm.attributes))
+                           attributes=list(dm.attributes), **module_overrides)
     return cfg, dm, make_module
 
 
@@ -70,8 +71,15 @@ def bare_loop(module, dm, steps: int, device: str) -> float:
     return time.perf_counter() - start
 
 
-class _StepTimer(L.Callback):
+class StepTimer(L.Callback):
+    """Time from the end of the first (warm-up) training step to the end of the last."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
         if trainer.global_step == 1:
             self.start = time.perf_counter()
         self.end = time.perf_counter()
@@ -79,7 +87,7 @@ class _StepTimer(L.Callback):
 
 def lightning_loop(module, dm, steps: int, device: str) -> float:
     """Seconds for the same steps through Trainer.fit (batches from the datamodule's stream)."""
-    timer = _StepTimer()
+    timer = StepTimer(device)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps + 1,
                         gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
