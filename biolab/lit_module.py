@@ -2,7 +2,8 @@
 
 Training minimises the language-model loss on every token. The optimiser is AdamW(beta 0.9, 0.95),
 weight decay on matrices only (embeddings included; norm gains are not decayed), and the learning
-rate follows a cosine from `lr` to `min_lr` over `max_steps` with no warm-up (the paper's schedule).
+rate follows a cosine from `lr` to `min_lr` over `max_steps` with no warm-up (the paper's schedule),
+or stays at `lr` with ``schedule="constant"`` (fine-tuning, SPEC section 8; `min_lr` is then unused).
 `evaluate(batches, prefix)` computes the value-token metrics of biolab.metrics on fixed sequences;
 the Evaluator callback calls it on the evaluation schedule.
 
@@ -28,11 +29,16 @@ def cosine_schedule(step: int, max_steps: int, lr: float, min_lr: float) -> floa
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+SCHEDULES = ("cosine", "constant")
+
+
 class BioLitModule(L.LightningModule):
     def __init__(self, model: dict, lr: float = 4e-4, min_lr: float = 1e-7, betas: tuple = (0.9, 0.95),
                  weight_decay: float = 0.1, max_steps: int = 16_000, compile: bool = False,
-                 attributes: tuple = ()):
+                 attributes: tuple = (), schedule: str = "cosine"):
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"module.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
         self.save_hyperparameters()  # plain dict / numbers only: safe for weights_only loading
         self.model = Transformer(TransformerConfig(**model))
         self.attributes = tuple(attributes)
@@ -78,6 +84,7 @@ class BioLitModule(L.LightningModule):
              {"params": no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr, betas=tuple(self.hparams.betas))
         lr, min_lr, max_steps = self.hparams.lr, self.hparams.min_lr, self.hparams.max_steps
+        constant = self.hparams.schedule == "constant"
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_schedule(step, max_steps, lr, min_lr) / lr)
+            optimizer, lambda step: 1.0 if constant else cosine_schedule(step, max_steps, lr, min_lr) / lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -8,6 +8,7 @@ The run directory (``hydra.run.dir``; default ``runs/<name>/<overrides>``) recei
 metrics.csv (one row per evaluation), summary.json, learning_curves.png and checkpoints/last.ckpt.
 Re-running the same command resumes from last.ckpt, or returns at once if the run finished;
 a run directory that holds a different config is refused rather than overwritten.
+Fine-tuning (``init_from=<checkpoint>``, data.n_new_people, data.replay_weight): biolab.finetune.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from biolab.callbacks import Evaluator, PhaseTracker, history_column
 from biolab.data.datamodule import BioDataModule, ConfigError
+from biolab.finetune import finetune_summary, load_init_weights
 from biolab.io import atomic_write_text, write_json
 from biolab.phases import phase_summary
 from biolab.plots import attention_layers, plot_attention, plot_learning_curves
@@ -39,6 +41,9 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # keys that may differ between the first launch and a resume of the same run
 RESUME_FREE_KEYS = {"run_dir", "ckpt_path", "trainer.enable_progress_bar", "callbacks.evaluator.print_every",
                     "data.num_workers"}
+# keys added after runs were started: absent from a saved config.yaml and at this value now, they are no change
+ADDED_KEY_DEFAULTS = {"init_from": None, "data.n_new_people": 0, "data.replay_weight": 0.0,
+                      "data.new_eval_size": None, "module.schedule": "cosine"}
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict:
@@ -64,6 +69,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"module.lr must be > 0, got {cfg.module.lr!r}")
     if not (isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every > 0):
         raise ConfigError(f"checkpoint_every must be a positive integer, got {cfg.checkpoint_every!r}")
+    if cfg.data.get("n_new_people") and not cfg.get("init_from"):
+        raise ConfigError("init_from is required with data.n_new_people > 0: the pre-training checkpoint to "
+                          "fine-tune, e.g. init_from=runs/quickstart/checkpoints/last.ckpt")
     _check_slurm_tasks(cfg)
 
 
@@ -82,7 +90,9 @@ def _check_slurm_tasks(cfg: DictConfig) -> None:
 def _build(cfg: DictConfig):
     """Instantiate data, model config, module and callbacks; constructor errors become one-line ConfigErrors.
 
-    Callbacks: the evaluator first, then every other entry of the callbacks group in config order.
+    Callbacks: the evaluator first, then every other entry of the callbacks group in config order;
+    a callback with a ``check(module)`` method checks itself against the model here, before any file
+    is written (attention patching: the reference must be the same model).
     """
     try:
         # _convert_="all": plain lists/dicts, so checkpoints hold no OmegaConf objects (weights_only loads)
@@ -93,6 +103,9 @@ def _build(cfg: DictConfig):
         metrics_file = str(Path(cfg.run_dir) / "metrics.csv")
         callbacks = [instantiate(cfg.callbacks.evaluator, metrics_file=metrics_file)]
         callbacks += [instantiate(c) for name, c in cfg.callbacks.items() if name != "evaluator" and c]
+        for callback in callbacks:  # callbacks that can check themselves against the model (patching)
+            if hasattr(callback, "check"):
+                callback.check(module)
     except ConfigError:
         raise
     except Exception as err:  # Hydra wraps constructor errors (unknown keys, bad values)
@@ -107,7 +120,8 @@ def _check_same_run(run_dir: Path, resolved: dict) -> None:
         return
     saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True))
     now = _flatten(resolved)
-    differing = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
+    differing = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k)
+                       and not (k not in saved and k in ADDED_KEY_DEFAULTS and now.get(k) == ADDED_KEY_DEFAULTS[k]))
     if differing:
         raise ConfigError(f"{run_dir} holds a run with a different config (differs in: {', '.join(differing[:8])}); "
                           "choose another hydra.run.dir or delete that directory")
@@ -192,6 +206,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # model initialisation; data has its own seeds
     datamodule, module, callbacks = _build(cfg)
     ckpt_path = _resume_path(cfg, run_dir)
+    if cfg.get("init_from") and ckpt_path is None:  # a fresh fine-tuning run; a resumed one has its own weights
+        load_init_weights(cfg.init_from, module, datamodule)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
     evaluator: Evaluator = callbacks[0]
@@ -206,14 +222,22 @@ def train(cfg: DictConfig) -> dict:
     if trainer.global_rank != 0:
         return {}
     summary = summarize(evaluator.history, datamodule, evaluator, cfg, time.perf_counter() - start, tracker)
+    finetuning = bool(cfg.get("init_from") or datamodule.n_new_people)
+    if finetuning:
+        summary.update(finetune_summary(evaluator.history, datamodule, cfg.get("init_from")))
     write_json(summary_path, summary)
     phases = dict(fall_end=summary["fall_end_step"], plateau_end=summary["plateau_end_step"],
                   acc_half=summary["acc_50pct_step"])
+    if finetuning:  # the pre-training phases do not apply to a run that starts trained
+        phases = dict.fromkeys(phases)
     title = f"N={datamodule.population_size}, seed={cfg.seed}, data seed={datamodule.seed}"
     plot_learning_curves(evaluator.history, datamodule.baseline, run_dir / "learning_curves.png", **phases,
                          title=title)
     if attention_layers(evaluator.history):
         plot_attention(evaluator.history, run_dir / "attention.png", **phases, title=f"attention metrics, {title}")
+    if finetuning:
+        from biolab.analysis.finetune import plot_finetune_run
+        plot_finetune_run(run_dir)
     print(f"finished: attr loss {summary['attr_loss']:.4f} (baseline {summary['no_knowledge_baseline']:.3f}), "
           f"attr acc {summary['attr_acc']:.3f}, plateau end {summary['plateau_end_step']}, "
           f"{summary['train_tokens_per_s']:,.0f} train tok/s\nrun directory: {run_dir}", flush=True)

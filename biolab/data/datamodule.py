@@ -8,6 +8,12 @@ from the population seed (the same for every training seed):
     val             seen people, evaluation templates (unseen wordings)      -> val/...
     train_templates seen people, training templates                         -> train_templates/...
     unseen          held-out people (never trained on)                        -> unseen/...
+    new             fine-tuning only: new people, evaluation templates       -> new/...
+
+Fine-tuning (SPEC section 8; docs/finetuning.md): with ``n_new_people=M`` the module adds M new
+people (biolab.data.new_people), trains on the old people followed by the new ones with the replay
+mixture (each old person drawn ``replay_weight`` times as often as each new one; 0 = no replay)
+and adds the "new" evaluation set; the old sets ("val", ...) stay exactly those of pre-training.
 
 Built by ``train(cfg)`` from ``conf/data/*.yaml``; usable alone:
 
@@ -27,13 +33,16 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from biolab.data.biographies import BiographyBuilder
-from biolab.data.distributions import Uniform
+from biolab.data.distributions import Mixture, Uniform
+from biolab.data.new_people import concat_populations, make_new_population, population_fingerprint
 from biolab.data.pools import POOL_DIR, load_pools
 from biolab.data.population import N_EVAL_TEMPLATES, N_TEMPLATES, Population, make_populations
 from biolab.data.templates import ATTRIBUTES
 from biolab.data.tokenizer import WordTokenizer
 
 EVAL_SETS = ("val", "train_templates", "unseen")
+NEW_SET = "new"          # fine-tuning: new people, evaluation templates
+NEW_SET_STREAM = 4       # its random stream (EVAL_SETS use 1-3, the attention set 1000)
 
 
 class ConfigError(ValueError):
@@ -105,7 +114,8 @@ class BioDataModule(L.LightningDataModule):
                  shuffle_sentences: bool = True, batch_size: int = 128, eval_size: int = 16_000,
                  train_template_eval_size: int = 2_000, unseen_eval_size: int = 2_000,
                  eval_batch_size: int = 256, num_workers: int = 0, distribution=None,
-                 train_seed: int = 0, pool_dir: str | None = None):
+                 train_seed: int = 0, pool_dir: str | None = None, n_new_people: int = 0,
+                 replay_weight: float = 0.0, new_eval_size: int | None = None):
         super().__init__()
         attributes = tuple(attributes)
         unknown = [a for a in attributes if a not in ATTRIBUTES]
@@ -124,25 +134,48 @@ class BioDataModule(L.LightningDataModule):
                f"got {n_train_templates!r}")
         _check(not (unseen_eval_size > 0 and n_unseen == 0),
                "data.unseen_eval_size > 0 needs data.n_unseen > 0 held-out people")
+        new_eval_size = eval_size if new_eval_size is None else new_eval_size
+        self._check_finetuning(n_new_people, replay_weight, new_eval_size, distribution)
         self.pools = load_pools(pool_dir or POOL_DIR)
-        _check(population_size + n_unseen <= self.pools.name_space,
-               f"data.population_size + data.n_unseen = {population_size + n_unseen} exceeds the "
+        _check(population_size + n_unseen + n_new_people <= self.pools.name_space,
+               f"data.population_size + data.n_unseen{' + data.n_new_people' if n_new_people else ''} = "
+               f"{population_size + n_unseen + n_new_people} exceeds the "
                f"{self.pools.name_space} distinct full names the pools allow")
         self.population_size, self.seed, self.n_unseen = population_size, seed, n_unseen
         self.attributes, self.n_train_templates = attributes, n_train_templates
         self.shuffle_sentences, self.batch_size, self.num_workers = shuffle_sentences, batch_size, num_workers
         self.eval_sizes = {"val": eval_size, "train_templates": train_template_eval_size,
-                           "unseen": unseen_eval_size}
+                           "unseen": unseen_eval_size, NEW_SET: new_eval_size if n_new_people else 0}
         self.eval_batch_size, self.train_seed = eval_batch_size, train_seed
+        self.n_new_people, self.replay_weight = n_new_people, float(replay_weight)
         self.distribution = distribution if distribution is not None else Uniform()
+        if n_new_people:  # old people [0, N), then new people [N, N + M)
+            total = population_size + n_new_people
+            self.distribution = Mixture([[0, population_size], [population_size, total]], [self.replay_weight, 1.0])
         if hasattr(self.distribution, "check"):  # population- and batch-dependent arguments
             try:
-                self.distribution.check(population_size, batch_size)
+                self.distribution.check(population_size + n_new_people, batch_size)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         self.tokenizer = WordTokenizer.from_pools(self.pools)
         self.rank, self.world_size = 0, 1
         self._ready = False
+
+    @staticmethod
+    def _check_finetuning(n_new_people, replay_weight, new_eval_size, distribution) -> None:
+        _check(isinstance(n_new_people, int) and not isinstance(n_new_people, bool) and n_new_people >= 0,
+               f"data.n_new_people must be an integer >= 0, got {n_new_people!r}")
+        _check(isinstance(replay_weight, (int, float)) and not isinstance(replay_weight, bool)
+               and np.isfinite(replay_weight) and replay_weight >= 0,
+               f"data.replay_weight must be a finite number >= 0, got {replay_weight!r}")
+        _check(isinstance(new_eval_size, int) and new_eval_size >= 0,
+               f"data.new_eval_size must be an integer >= 0 (null: data.eval_size), got {new_eval_size!r}")
+        if n_new_people == 0:
+            _check(replay_weight == 0, f"data.replay_weight={replay_weight} needs data.n_new_people > 0 new people")
+        else:
+            _check(distribution is None or isinstance(distribution, Uniform),
+                   f"data.distribution must be uniform when data.n_new_people > 0 (the replay mixture of "
+                   f"data.replay_weight decides who is drawn), got {distribution!r}")
 
     # ---- set-up ------------------------------------------------------------------------------
     @property
@@ -160,11 +193,17 @@ class BioDataModule(L.LightningDataModule):
                f"data.batch_size={self.batch_size} must be divisible by the {self.world_size} devices")
         if not self._ready:
             self.seen, self.unseen = make_populations(self.pools, self.population_size, self.n_unseen, self.seed)
+            self.train_population = self.seen
+            if self.n_new_people:
+                self.new = make_new_population(self.pools, self.seen, self.unseen, self.n_new_people, self.seed)
+                self.train_population = concat_populations(self.seen, self.new)
+            self.fingerprint = population_fingerprint(self.seen)
             self.builder = BiographyBuilder(self.pools, self.tokenizer, self.attributes)
-            self.eval_batches = {name: self._make_eval_set(name) for name in EVAL_SETS if self.eval_sizes[name]}
+            self.eval_batches = {name: self._make_eval_set(name) for name in (*EVAL_SETS, NEW_SET)
+                                 if self.eval_sizes[name]}
             self._ready = True
         self.train_batches = TrainBatches(
-            self.builder, self.seen, self.distribution, self.attributes, self.n_train_templates,
+            self.builder, self.train_population, self.distribution, self.attributes, self.n_train_templates,
             self.shuffle_sentences, self.batch_size // self.world_size, self.train_seed, self.rank)
 
     # ---- sampling ----------------------------------------------------------------------------
@@ -176,11 +215,11 @@ class BioDataModule(L.LightningDataModule):
         return self.fixed_batches(name, self.eval_sizes[name])
 
     def fixed_batches(self, name: str, n: int, with_roles: bool = False) -> list[dict[str, torch.Tensor]]:
-        """n fixed sequences of set `name` (EVAL_SETS, or "attention": seen people, training templates),
-        drawn uniformly over the population from the population seed, in batches of eval_batch_size."""
-        stream = EVAL_SETS.index(name) + 1 if name in EVAL_SETS else 1000
+        """n fixed sequences of set `name` (EVAL_SETS, "new": new people, or "attention": seen people, training
+        templates), drawn uniformly over the population from the population seed, in batches of eval_batch_size."""
+        stream = EVAL_SETS.index(name) + 1 if name in EVAL_SETS else NEW_SET_STREAM if name == NEW_SET else 1000
         rng = np.random.default_rng([self.seed, 1000 + stream])  # fixed by the population seed
-        population = self.unseen if name == "unseen" else self.seen
+        population = {"unseen": self.unseen, NEW_SET: getattr(self, "new", None)}.get(name, self.seen)
         n_attr = len(self.attributes)
         people = rng.integers(0, len(population), size=n)  # uniform over the whole population
         if name in ("train_templates", "attention"):
@@ -192,6 +231,18 @@ class BioDataModule(L.LightningDataModule):
         sequences = self.builder.build(population, people, templates, order, with_roles=with_roles)
         size = self.eval_batch_size
         return [self.builder.collate(sequences[i:i + size]) for i in range(0, n, size)]
+
+    # ---- identity of the data, saved in checkpoints ------------------------------------------
+    def state_dict(self) -> dict:
+        """Who the old people are (plain types, weights_only-safe): fine-tuning from this checkpoint
+        checks it (biolab.finetune). Nothing here is needed to resume: the stream is a pure function."""
+        info = {"population_size": self.population_size, "seed": self.seed, "n_unseen": self.n_unseen,
+                "attributes": list(self.attributes), "n_train_templates": self.n_train_templates,
+                "shuffle_sentences": self.shuffle_sentences, "n_new_people": self.n_new_people,
+                "replay_weight": self.replay_weight}
+        if self._ready:
+            info["fingerprint"] = self.fingerprint  # of the old (seen) people
+        return info
 
     # ---- Lightning hooks ---------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

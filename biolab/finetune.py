@@ -1,0 +1,151 @@
+"""Fine-tuning from a pre-trained checkpoint (SPEC section 8): weight loading with its checks, and the summary.
+
+A fine-tuning run is an ordinary run of ``biolab.train`` with three additions (docs/finetuning.md):
+``init_from`` (a pre-training run's checkpoint; only the model weights are taken: fresh optimiser,
+step 0), ``data.n_new_people`` / ``data.replay_weight`` (new people and the replay mixture, see
+biolab.data.new_people) and ``module.schedule=constant``:
+
+    python -m biolab.train experiment=quickstart hydra.run.dir=runs/quickstart     # pre-training
+    python -m biolab.train experiment=finetune_cpu init_from=runs/quickstart/checkpoints/last.ckpt \\
+        data.n_new_people=256 data.replay_weight=0.5
+
+``train(cfg)`` calls ``load_init_weights`` only when the run starts (no last.ckpt in its own run
+directory): a resumed fine-tuning run continues from its own checkpoint and never reads init_from
+again. Before any training, the checkpoint must load with weights_only=True, hold a "state_dict",
+have the same model shape (every tensor name and shape), and come from a run with the same
+population ("old people"): data.population_size, data.seed, data.n_unseen, data.attributes,
+data.n_train_templates, data.shuffle_sentences, and the fingerprint of the old people when the
+checkpoint records it (checkpoints written by BioDataModule.state_dict); for older checkpoints the
+pre-training run's config.yaml next to checkpoints/ is read instead. Any mismatch is a ConfigError
+naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from biolab.data.datamodule import BioDataModule, ConfigError
+
+KEY = "init_from"
+# data settings that decide who the old people are and how their biographies are written
+DATA_KEYS = ("population_size", "seed", "n_unseen", "attributes", "n_train_templates", "shuffle_sentences")
+MODEL_KEYS_IGNORED = ("init_std",)  # irrelevant once the weights are loaded
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """torch.load(weights_only=True); a missing or unreadable file is a ConfigError naming init_from."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{KEY}: checkpoint not found: {path} (a pre-training run's checkpoints/last.ckpt)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"{KEY}: {path} is corrupt or not a biolab checkpoint ({type(err).__name__})") from None
+
+
+def _model_state(ckpt: dict, path: Path) -> dict[str, torch.Tensor]:
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{KEY}: {path} has no 'state_dict' (not a checkpoint written by biolab.train)")
+    # "model." keys only: a compiled module also stores its weights under "_compiled._orig_mod."
+    model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    if not model_state:
+        raise ConfigError(f"{KEY}: {path} has no 'model.*' weights in its state_dict")
+    return model_state
+
+
+def check_model(ckpt: dict, model_state: dict, module, path: Path) -> None:
+    """Same architecture: config keys first (clear names), then every tensor's name and shape."""
+    saved = (ckpt.get("hyper_parameters") or {}).get("model")
+    if isinstance(saved, dict):
+        now = dict(module.hparams.model)
+        for key in sorted(set(saved) | set(now)):
+            if key not in MODEL_KEYS_IGNORED and saved.get(key) != now.get(key):
+                raise ConfigError(f"{KEY}: the model differs from the checkpoint's: model.{key}={now.get(key)!r} "
+                                  f"here, {saved.get(key)!r} in {path}; use the pre-training run's model settings")
+    expected = module.model.state_dict()
+    for name, tensor in expected.items():
+        if name not in model_state:
+            raise ConfigError(f"{KEY}: {path} lacks the weight model.{name} (another model shape)")
+        if tuple(model_state[name].shape) != tuple(tensor.shape):
+            raise ConfigError(f"{KEY}: model.{name} has shape {tuple(model_state[name].shape)} in {path}, "
+                              f"{tuple(tensor.shape)} here (another model shape)")
+    extra = sorted(set(model_state) - set(expected))
+    if extra:
+        raise ConfigError(f"{KEY}: {path} has weights this model lacks (another model shape), e.g. model.{extra[0]}")
+
+
+def _saved_data_info(ckpt: dict, path: Path) -> tuple[dict | None, str]:
+    """The pre-training run's data settings: from the checkpoint, else from its run's config.yaml."""
+    info = ckpt.get(BioDataModule.__qualname__)
+    if isinstance(info, dict):
+        return info, "the checkpoint"
+    config = path.parent.parent / "config.yaml" if path.parent.name == "checkpoints" else None
+    if config is not None and config.is_file():
+        data = OmegaConf.to_container(OmegaConf.load(config), resolve=True).get("data") or {}
+        return {k: data[k] for k in DATA_KEYS if k in data}, str(config)
+    return None, ""
+
+
+def check_data(ckpt: dict, datamodule: BioDataModule, path: Path) -> None:
+    """The old people of this run are the pre-training run's people (the rule of docs/finetuning.md)."""
+    saved, source = _saved_data_info(ckpt, path)
+    if saved is None:
+        print(f"warning: {KEY}={path}: no data settings found (neither in the checkpoint nor in a config.yaml "
+              "beside checkpoints/): cannot verify that the old people are the pre-training run's", flush=True)
+        return
+    now = {k: getattr(datamodule, k) for k in DATA_KEYS}
+    now["attributes"] = list(now["attributes"])
+    for key in DATA_KEYS:
+        if key in saved and saved[key] != now[key]:
+            raise ConfigError(f"{KEY}: data.{key}={now[key]!r} here but {saved[key]!r} in the pre-training run "
+                              f"({source}): the old people must be the same; set data.{key}={saved[key]!r}")
+    if "fingerprint" in saved:
+        datamodule.setup()  # idempotent: the trainer's own setup reuses the populations drawn here
+        if saved["fingerprint"] != datamodule.fingerprint:
+            raise ConfigError(f"{KEY}: same data settings but other old people than in {path} (population "
+                              "fingerprint differs: other pool files or population code)")
+    if saved.get("n_new_people"):
+        print(f"note: {KEY}={path} is itself a fine-tuning run; its {saved['n_new_people']} new people are "
+              "not tracked here (old people = its pre-training population)", flush=True)
+
+
+def load_init_weights(path: str | Path, module, datamodule: BioDataModule) -> int | None:
+    """Check the checkpoint against this run (model shape, old people), then load its model weights into
+    `module`. Returns the checkpoint's step. Raises ConfigError before any change on a mismatch."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    model_state = _model_state(ckpt, path)
+    check_model(ckpt, model_state, module, path)
+    check_data(ckpt, datamodule, path)
+    module.model.load_state_dict(model_state, strict=True)
+    step = ckpt.get("global_step")
+    summary_path = path.parent.parent / "summary.json"
+    if summary_path.is_file():
+        trained = json.loads(summary_path.read_text()).get("steps")
+        if isinstance(trained, int) and isinstance(step, int) and trained != step:
+            print(f"warning: {KEY}={path} holds step {step} but its run trained {trained} steps "
+                  "(checkpoint_every does not divide trainer.max_steps)", flush=True)
+    print(f"initialised the model from {path} (step {step}); optimiser and step counter start afresh", flush=True)
+    return step
+
+
+def finetune_summary(history: list[dict], datamodule: BioDataModule, init_from: str | None) -> dict:
+    """summary.json additions of a fine-tuning run: the setting and the old/new metrics at start and end."""
+    first, final = history[0], history[-1]
+    n_old, n_new, w = datamodule.population_size, datamodule.n_new_people, datamodule.replay_weight
+    return {
+        "init_from": init_from,
+        "n_new_people": n_new,
+        "replay_weight": w,
+        "replay_fraction": w * n_old / (w * n_old + n_new) if n_new else 1.0,  # share of old-people biographies
+        "old_attr_loss_start": first.get("val/attr_loss"),
+        "old_attr_acc_start": first.get("val/attr_acc"),
+        "new_attr_loss_start": first.get("new/attr_loss"),
+        "new_attr_loss": final.get("new/attr_loss"),
+        "new_attr_acc": final.get("new/attr_acc"),
+    }
