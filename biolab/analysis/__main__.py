@@ -1,7 +1,10 @@
-"""Command line of biolab.analysis: one sub-command per study, each reading a sweep directory.
+"""Command line of biolab.analysis: one sub-command per study, each reading a sweep or run directory.
 
     python -m biolab.analysis table multiruns/lr_cpu
     python -m biolab.analysis population multiruns/population_cpu
+    python -m biolab.analysis patching multiruns/patching_cpu          # = python -m biolab.analysis.patching
+    python -m biolab.analysis finetune multiruns/finetune_cpu          # = python -m biolab.analysis.finetune
+    python -m biolab.analysis hallucination runs/quickstart            # = python -m biolab.analysis.hallucination
 """
 
 from __future__ import annotations
@@ -36,12 +39,19 @@ def _population(sweep_dir: Path) -> None:
 
 
 COMMANDS = {"table": _table, "population": _population}
+# studies whose module has its own command line: the remaining arguments are passed on
+DELEGATED = ("patching", "finetune", "hallucination")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(f"biolab.analysis.{argv[0]}").main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="python -m biolab.analysis", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=sorted(COMMANDS), help="what to compute")
+    parser.add_argument("study", choices=sorted([*COMMANDS, *DELEGATED]), help="what to compute")
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. multiruns/population_cpu")
     args = parser.parse_args(argv)
     try:
