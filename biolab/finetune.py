@@ -37,14 +37,13 @@ MODEL_KEYS_IGNORED = ("init_std",)  # irrelevant once the weights are loaded
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """torch.load(weights_only=True); a missing or unreadable file is a ConfigError naming init_from."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{KEY}: checkpoint not found: {path} (a pre-training run's checkpoints/last.ckpt)")
+    """biolab.train.load_checkpoint (weights_only); its one-line errors name init_from."""
+    from biolab.train import load_checkpoint  # here: biolab.train imports this module
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"{KEY}: {path} is corrupt or not a biolab checkpoint ({type(err).__name__})") from None
+        return load_checkpoint(path)
+    except ConfigError as err:
+        raise ConfigError(f"{KEY}: {err} (a pre-training run's checkpoints/last.ckpt)") from None
 
 
 def _model_state(ckpt: dict, path: Path) -> dict[str, torch.Tensor]:

@@ -135,8 +135,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ConfigError(f"checkpoint {path} is corrupt or not a biolab checkpoint ({type(err).__name__}); "
-                          "delete it to restart from the previous one or from scratch") from None
+        raise ConfigError(f"checkpoint {path} is corrupt or not a biolab checkpoint ({type(err).__name__})") from None
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -146,7 +145,10 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
         path = run_dir / "checkpoints" / "last.ckpt"
     else:
         return None
-    step = load_checkpoint(path).get("global_step")
+    try:
+        step = load_checkpoint(path).get("global_step")
+    except ConfigError as err:
+        raise ConfigError(f"{err}; delete it to train this run from scratch") from None
     print(f"resuming from {path} (step {step})", flush=True)
     return str(path)
 
