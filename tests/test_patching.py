@@ -300,14 +300,13 @@ def test_reference_of_another_model_shape_is_refused_before_training(reference_r
     cfg = patched(tmp_path / "run", reference_run / "trajectory" / "step_0.safetensors", 0, "model.d_model=32")
     with pytest.raises(ConfigError, match=r"another model than the configured one: d_model=64 \(configured 32\)"):
         train(cfg)
-    assert not (tmp_path / "run" / "metrics.csv").exists()
-    # the same check without a Trainer, before anything is written (what train() could call early)
-    from biolab.train import _build
-    _, module, callbacks = _build(patched(tmp_path / "early", reference_run / "trajectory" / "step_0.safetensors",
-                                          0, "model.d_model=32"))
+    assert not (tmp_path / "run").exists()  # train() builds (and checks) everything before writing anything
+    # the same check without a Trainer: AttentionPatching.check(module)
+    from biolab.lit_module import BioLitModule
+    from biolab.model import TransformerConfig as Config
+    module = BioLitModule(model=dict(vars(Config(vocab_size=3964, n_layers=2, n_heads=4, d_model=32, d_mlp=256))))
     with pytest.raises(ConfigError, match="another model"):
-        next(c for c in callbacks if isinstance(c, AttentionPatching)).check(module)
-    assert not (tmp_path / "early").exists()
+        AttentionPatching(reference=str(reference_run / "trajectory" / "step_0.safetensors")).check(module)
 
     other = Transformer(TransformerConfig(vocab_size=50, n_layers=2, n_heads=4, d_model=64, d_mlp=128))
     bare = tmp_path / "bare.safetensors"  # a file without biolab metadata: only shapes are known
