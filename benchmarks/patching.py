@@ -23,9 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import lightning as L
 import torch
-from throughput import StepTimer, build  # benchmarks/throughput.py (this script's directory is on sys.path)
+from throughput import build, lightning_loop  # benchmarks/throughput.py (this script's directory is on sys.path)
 
 from biolab.callbacks.patching import AttentionPatching
 from biolab.callbacks.trajectory import save_weights
@@ -36,18 +35,12 @@ VARIANTS = ("unpatched", "explicit", "patched")
 def timed_fit(variant: str, make_module, dm, steps: int, device: str, precision: str, reference: str) -> float:
     """Seconds for `steps` optimiser steps through Trainer.fit, after one warm-up step."""
     module = make_module()
-    timer = StepTimer(device)
-    callbacks = [timer]
+    callbacks = []
     if variant == "explicit":
         module.model.force_explicit_attention = True
     elif variant == "patched":
         callbacks.append(AttentionPatching(reference=reference, start_step=0))
-    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps + 1,
-                        precision=precision, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=callbacks)
-    trainer.fit(module, datamodule=dm)
-    return timer.end - timer.start
+    return lightning_loop(module, dm, steps, device, callbacks=callbacks, precision=precision)
 
 
 def main(argv=None) -> dict:

@@ -85,13 +85,14 @@ class StepTimer(L.Callback):
         self.end = time.perf_counter()
 
 
-def lightning_loop(module, dm, steps: int, device: str) -> float:
-    """Seconds for the same steps through Trainer.fit (batches from the datamodule's stream)."""
+def lightning_loop(module, dm, steps: int, device: str, callbacks=(), precision: str = "32-true") -> float:
+    """Seconds for `steps` optimiser steps through Trainer.fit (batches from the datamodule's stream),
+    after one warm-up step; `callbacks` are added to the timer (e.g. attention patching)."""
     timer = StepTimer(device)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=steps + 1,
-                        gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+                        precision=precision, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer])
+                        num_sanity_val_steps=0, callbacks=[timer, *callbacks])
     trainer.fit(module, datamodule=dm)
     return timer.end - timer.start
 

@@ -25,21 +25,25 @@ EVAL_SET_STYLES = (("val", "seen people, evaluation templates", "-o"),
                    ("unseen", "unseen people", ":"))
 
 
-def plot_learning_curves(history: list[dict], baseline: float, path: str | Path, fall_end: int | None = None,
-                         plateau_end: int | None = None, acc_half: int | None = None, title: str = "") -> Path:
-    """Two panels against training steps: attribute loss (log y) and attribute accuracy.
+def plot_learning_curves(history: list[dict], baseline: float | None, path: str | Path, fall_end: int | None = None,
+                         plateau_end: int | None = None, acc_half: int | None = None, title: str = "",
+                         eval_sets=EVAL_SET_STYLES, xlabel: str = "training step") -> Path:
+    """Two panels against training steps: attribute loss (log y) and attribute accuracy, one line per
+    evaluation set in `eval_sets` ((prefix, label, style) triples; fine-tuning runs pass their own).
 
     With `fall_end` and `plateau_end` the plateau is shaded between them (phase milestones as in
     biolab.phases), so the three phases can be read off the figure.
     """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, metric in ((ax_loss, "attr_loss"), (ax_acc, "attr_acc")):
-        for eval_set, label, style in EVAL_SET_STYLES:
+        for eval_set, label, style in eval_sets:
             steps, values = history_column(history, f"{eval_set}/{metric}")
             if steps:
                 ax.plot(steps, values, style, markersize=3, label=label)
-        ax.set_xlabel("training step")
-    ax_loss.axhline(baseline, color="k", linestyle="--", linewidth=1, label=f"no-knowledge baseline {baseline:.2f}")
+        ax.set_xlabel(xlabel)
+    if baseline is not None:
+        ax_loss.axhline(baseline, color="k", linestyle="--", linewidth=1,
+                        label=f"no-knowledge baseline {baseline:.2f}")
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel("attribute loss (nats per value)")
     ax_acc.set_ylim(-0.02, 1.02)
@@ -47,7 +51,7 @@ def plot_learning_curves(history: list[dict], baseline: float, path: str | Path,
     for ax in (ax_loss, ax_acc):
         mark_phases(ax, fall_end, plateau_end, acc_half)
     fig.suptitle(title or "fall to the marginals, plateau, knowledge acquisition")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def mark_phases(ax, fall_end: int | None, plateau_end: int | None, acc_half: int | None = None) -> None:
@@ -62,10 +66,11 @@ def mark_phases(ax, fall_end: int | None, plateau_end: int | None, acc_half: int
     ax.legend(fontsize=8)
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write and close a figure; returns the path."""
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -100,7 +105,7 @@ def plot_attention(history: list[dict], path: str | Path, fall_end: int | None =
         mark_phases(ax, fall_end, plateau_end, acc_half)
     axes[0].set_ylabel("attention share (mean over heads and queries)")
     fig.suptitle(title or "attention metrics")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

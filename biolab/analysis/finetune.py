@@ -39,6 +39,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from biolab.analysis.collect import collect_sweep  # noqa: E402
 from biolab.callbacks.evaluation import history_column  # noqa: E402
 from biolab.io import read_csv, write_csv  # noqa: E402
+from biolab.plots import plot_learning_curves, save_figure  # noqa: E402
 
 OLD, NEW = "val", "new"  # evaluation-set prefixes: old people (pre-training), new people (fine-tuning)
 
@@ -154,7 +155,7 @@ def plot_trajectories(runs: list[FinetuneRun], path: str | Path, w_ref: float, m
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle("fine-tuning: knowledge of the old people against learning the new ones")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 CURVE_ROWS = ((f"{OLD}/attr_loss", "old people: attribute loss", True),
@@ -183,7 +184,7 @@ def plot_curves(runs: list[FinetuneRun], path: str | Path, w_ref: float, m_ref: 
                 ax.legend(fontsize=8)
         axes[-1, col].set_xlabel("fine-tuning step")
     fig.suptitle("fine-tuning: old and new people against steps")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _at_step(rows: list[dict], key: str, step: int) -> float | None:
@@ -245,35 +246,12 @@ def plot_finetune_run(run_dir: str | Path) -> Path:
     """One run's <run_dir>/finetune.png: loss (log) and accuracy against steps for old, new and unseen people."""
     run_dir = Path(run_dir)
     rows = read_csv(run_dir / "metrics.csv")
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     sets = ((OLD, "old people (pre-training)", "-o"), (NEW, "new people (fine-tuning)", "-s"),
             ("unseen", "unseen people", ":"))
-    for ax, metric in ((ax_loss, "attr_loss"), (ax_acc, "attr_acc")):
-        for prefix, label, style in sets:
-            steps, values = history_column(rows, f"{prefix}/{metric}")
-            if steps:
-                ax.plot(steps, values, style, markersize=3, label=label)
-        ax.set_xlabel("fine-tuning step")
-        ax.grid(alpha=0.3)
-    if rows and rows[0].get("val/baseline"):
-        ax_loss.axhline(rows[0]["val/baseline"], color="k", linestyle="--", linewidth=1, label="no-knowledge baseline")
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("attribute loss (nats per value)")
-    ax_acc.set_ylim(-0.02, 1.02)
-    ax_acc.set_ylabel("attribute accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.legend(fontsize=8)
     run = read_run(run_dir)
-    fig.suptitle(f"fine-tuning, {run.label}" if run else "fine-tuning")
-    return _save(fig, run_dir / "finetune.png")
-
-
-def _save(fig, path: str | Path) -> Path:
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plot_learning_curves(rows, rows[0].get("val/baseline") if rows else None, run_dir / "finetune.png",
+                                title=f"fine-tuning, {run.label}" if run else "fine-tuning",
+                                eval_sets=sets, xlabel="fine-tuning step")
 
 
 def main(argv: list[str] | None = None) -> int:

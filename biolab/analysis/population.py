@@ -28,7 +28,7 @@ import numpy as np
 
 from biolab.analysis.collect import Job, collect_sweep, write_table
 from biolab.io import write_json
-from biolab.plots import plt
+from biolab.plots import plt, save_figure
 
 SIZE_KEY = "data.population_size"
 MILESTONES = (("plateau_end_interpolated", "plateau end (baseline crossing, interpolated)"),
@@ -123,10 +123,7 @@ def plot_population_curves(jobs: list[Job], baseline: float, path: Path) -> Path
     ax_loss.legend(fontsize=8)
     fig.suptitle("learning curves by population size (thin: each seed, up to where its run ended; "
                  "thick: mean over seeds)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_scaling(jobs: list[Job], fits: dict, batch_size: int, path: Path) -> Path:
@@ -152,10 +149,7 @@ def plot_scaling(jobs: list[Job], fits: dict, batch_size: int, path: Path) -> Pa
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     ax.set_title("plateau end and 50%-accuracy step against N (dots: seeds; large: mean)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def analyse_population_sweep(sweep_dir: str | Path) -> dict:
