@@ -18,3 +18,26 @@ def make_cfg(run_dir, *overrides):
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return lambda *overrides: make_cfg(tmp_path / "run", "experiment=tiny", *overrides)
+
+
+def kill_once_checkpointed(command, ckpt, min_step, timeout=600, env=None):
+    """Start `command` (from the repository root) and SIGKILL it as soon as checkpoint `ckpt` holds
+    global_step >= min_step, or when it exits or `timeout` seconds pass: an interrupted run."""
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    proc = subprocess.Popen(command, cwd=Path(CONF_DIR).parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if Path(ckpt).exists() and torch.load(ckpt, weights_only=True)["global_step"] >= min_step:
+                break
+        except Exception:  # caught while being written
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

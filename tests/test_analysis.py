@@ -3,20 +3,19 @@ power-law fit and the figures of a population sweep."""
 
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from biolab.analysis.__main__ import main as analysis_main
 from biolab.analysis.collect import collect_sweep, parse_value
 from biolab.analysis.population import analyse_population_sweep, fit_power_law
 from biolab.io import read_csv, write_csv, write_json
+
+from conftest import kill_once_checkpointed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,18 +87,7 @@ def test_killed_sweep_resumes_without_training_a_finished_job_twice(tmp_path):
     # job directories are named by all overrides: "callbacks...,seed=1,trainer.max_steps=60"
     job = lambda seed: sweep / f"callbacks.evaluator.sparse_every=20,checkpoint_every=10,seed={seed},trainer.max_steps=60"  # noqa: E731
     first, second = job(0), job(1)
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    ckpt = second / "checkpoints" / "last.ckpt"
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if ckpt.exists() and torch.load(ckpt, weights_only=True)["global_step"] >= 20:
-                break
-        except Exception:  # caught while being written
-            pass
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_checkpointed(command, second / "checkpoints" / "last.ckpt", min_step=20)
     assert (first / "summary.json").exists() and not (second / "summary.json").exists()
     finished_at = (first / "summary.json").stat().st_mtime_ns
 

@@ -9,10 +9,8 @@ machine two threads made a tiny training step 40x slower (3 s instead of 0.07 s)
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from biolab.io import read_csv
 from biolab.model import Transformer, TransformerConfig
 from biolab.train import train
 
-from conftest import make_cfg
+from conftest import kill_once_checkpointed, make_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = TransformerConfig(vocab_size=50, n_layers=2, n_heads=4, d_model=64, d_mlp=128, max_seq_len=32)
@@ -243,16 +241,8 @@ def test_resume_after_kill_in_a_patched_run_gives_the_same_metrics(reference_run
     command = [sys.executable, "-m", "biolab.train", *TINY, "callbacks=patching",
                f"callbacks.patching.reference={ref_file}", "callbacks.patching.start_step=20", *overrides,
                f"hydra.run.dir={killed}"]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=ONE_THREAD_ENV)
     ckpt = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=True)["global_step"] >= 30:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_checkpointed(command, ckpt, min_step=30, timeout=180, env=ONE_THREAD_ENV)
     assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
     step_at_kill = torch.load(ckpt, weights_only=True)["global_step"]
     assert 20 < step_at_kill < 60

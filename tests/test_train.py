@@ -1,10 +1,8 @@
 """End-to-end training behaviour on tiny configs: outputs, determinism, resume, bad input."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from biolab.data.datamodule import ConfigError
 from biolab.io import read_csv
 from biolab.train import train
 
-from conftest import CONF_DIR, make_cfg
+from conftest import CONF_DIR, kill_once_checkpointed, make_cfg
 
 METRIC_PREFIXES = ("val/", "train_templates/", "unseen/", "train/loss")
 REPO = Path(__file__).resolve().parents[1]
@@ -70,15 +68,8 @@ def test_resume_after_kill_gives_the_same_metrics(tmp_path):
 
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "biolab.train", *overrides, f"hydra.run.dir={killed}"]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600  # generous: shared machines can be slow
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=True)["global_step"] >= 60:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_checkpointed(command, ckpt, min_step=60)
     assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
     step_at_kill = torch.load(ckpt, weights_only=True)["global_step"]
     assert 0 < step_at_kill < 400
