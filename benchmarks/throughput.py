@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                  # quick-start model and data, CPU
     python benchmarks/throughput.py --steps 60 --experiment paper --device cuda
+    python benchmarks/throughput.py --device cuda data.num_workers=2      # Hydra overrides at the end
 
 Prints four ratios (targets from the core-lab and dynamics issues):
 1. Lightning training step vs a bare PyTorch loop, same model, batches and optimiser (>= 0.9x);
@@ -34,10 +35,11 @@ from biolab.data.biographies import IGNORE_INDEX
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def build(experiment: str, **module_overrides):
-    """Config, set-up datamodule and a factory of identically initialised modules for `experiment`."""
+def build(experiment: str, overrides=(), **module_overrides):
+    """Config, set-up datamodule and a factory of identically initialised modules for `experiment`
+    (`overrides`: Hydra overrides such as "data.num_workers=2")."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"])
+        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides])
     dm = instantiate(cfg.data, train_seed=0)
     dm.setup()
     model_cfg = instantiate(cfg.model, vocab_size=dm.vocab_size)
@@ -49,9 +51,11 @@ def build(experiment: str, **module_overrides):
     return cfg, dm, make_module
 
 
-def bare_loop(module, dm, steps: int, device: str) -> float:
-    """Seconds for `steps` optimiser steps of a plain PyTorch loop (after one warm-up step)."""
+def bare_loop(module, dm, steps: int, device: str, precision: str = "32-true") -> float:
+    """Seconds for `steps` optimiser steps of a plain PyTorch loop (after one warm-up step); with
+    precision bf16-mixed the forward runs under bf16 autocast, as Lightning's does."""
     module = module.to(device)
+    module.configure_model()  # torch.compile where the experiment asks for it, as Lightning does
     optim_cfg = module.configure_optimizers()
     optimizer, scheduler = optim_cfg["optimizer"], optim_cfg["lr_scheduler"]["scheduler"]
     batches = [{k: v.to(device) for k, v in dm.train_batch(s).items()} for s in range(steps + 1)]
@@ -59,8 +63,10 @@ def bare_loop(module, dm, steps: int, device: str) -> float:
     for i, batch in enumerate(batches):
         if i == 1:
             start = time.perf_counter()
-        logits = module.model(batch["input_ids"])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=IGNORE_INDEX)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            logits = module(batch["input_ids"])  # (batch, seq, vocab)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten(),
+                                   ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -104,14 +110,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.num_workers=2 module.compile=false")
     args = parser.parse_args(argv)
-    cfg, dm, make_module = build(args.experiment)
+    cfg, dm, make_module = build(args.experiment, args.overrides)
+    precision = str(cfg.trainer.precision) if args.device == "cuda" else "32-true"
 
     # 1. Lightning vs bare loop, alternating rounds
     bare, lightning = [], []
     for _ in range(args.rounds):
-        bare.append(bare_loop(make_module(), dm, args.steps, args.device))
-        lightning.append(lightning_loop(make_module(), dm, args.steps, args.device))
+        bare.append(bare_loop(make_module(), dm, args.steps, args.device, precision))
+        lightning.append(lightning_loop(make_module(), dm, args.steps, args.device, precision=precision))
     tokens = sum(int((dm.train_batch(s)["targets"] != IGNORE_INDEX).sum()) for s in range(1, args.steps + 1))
     bare_tps, lightning_tps = tokens / min(bare), tokens / min(lightning)
 
@@ -143,7 +151,10 @@ def main(argv=None) -> dict:
     attn_share = n_evals * attn_seconds / train_seconds
 
     results = {
-        "experiment": args.experiment, "device": args.device, "torch": torch.__version__,
+        "experiment": args.experiment, "overrides": args.overrides, "device": args.device,
+        "num_workers": int(cfg.data.num_workers),
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "precision": precision, "compile": bool(cfg.module.get("compile", False)), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "timed_steps": args.steps, "rounds": args.rounds,
         "bare_tokens_per_s": bare_tps, "lightning_tokens_per_s": lightning_tps,
         "lightning_over_bare": lightning_tps / bare_tps,

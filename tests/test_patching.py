@@ -312,7 +312,7 @@ def test_study_figure_reads_runs_and_tabulates_final_losses(tmp_path):
     from biolab.analysis.patching import main
     from biolab.io import write_csv
 
-    def fake_run(name, reference_step=None, start=None, losses=(16.0, 7.0, 1.0)):
+    def fake_run(name, reference_step=None, start=None, losses=(16.0, 7.0, 1.0), crossing=None):
         run_dir = tmp_path / name
         callbacks = {"evaluator": {"_target_": "x"}}
         if reference_step is not None:
@@ -322,13 +322,20 @@ def test_study_figure_reads_runs_and_tabulates_final_losses(tmp_path):
         (run_dir / "config.yaml").write_text(json.dumps({"callbacks": callbacks}))
         write_csv(run_dir / "metrics.csv", [{"step": 10 * i, "val/attr_loss": v, "val/baseline": 6.8}
                                             for i, v in enumerate(losses)])
+        if crossing is not None:
+            (run_dir / "summary.json").write_text(json.dumps(
+                {"completed": True, "plateau_end_interpolated": crossing, "acc_50pct_step": None}))
 
-    fake_run("reference")
-    fake_run("ref0_start0", 0, 0, (16.0, 9.0, 0.6))
-    fake_run("ref10_start0", 10, 0, (16.0, 2.0, 0.2))
+    fake_run("reference", crossing=300.0)
+    fake_run("ref0_start0", 0, 0, (16.0, 9.0, 0.6), crossing=400.0)
+    fake_run("ref10_start0", 10, 0, (16.0, 2.0, 0.2), crossing=100.0)
     fake_run("ref10_start10", 10, 10, (16.0, 7.0, 0.4))
     main([str(tmp_path)])
     table = json.loads((tmp_path / "patching.json").read_text())
     assert table["reference_steps"] == [0, 10] and table["start_steps"] == [0, 10]
     assert table["final_attr_loss"] == [[0.6, None], [0.2, 0.4]]
+    earlier = {row["reference_step"]: row for row in table["start0_vs_unpatched"]}
+    assert earlier[10]["plateau_end_interpolated_unpatched_over_patched"] == pytest.approx(3.0)
+    assert earlier[0]["plateau_end_interpolated_unpatched_over_patched"] == pytest.approx(0.75)
+    assert earlier[10]["acc_50pct_step_unpatched_over_patched"] is None  # never reached
     assert (tmp_path / "patching.png").stat().st_size > 10_000

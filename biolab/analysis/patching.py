@@ -8,7 +8,9 @@ comes from the weights file name (``step_<k>.safetensors``); the other runs are 
 - ``<study>/patching.png``: left, attribute loss (``val/attr_loss``, log scale) against steps of the
   start-0 runs, one line per reference step, with the unpatched run dashed and the no-knowledge
   baseline; right, heat map of the final attribute loss, rows = reference step, columns = start step;
-- ``<study>/patching.json``: the table behind the heat map (with each run's completion status).
+- ``<study>/patching.json``: the table behind the heat map (with each run's completion status), and
+  per run the phase milestones of its summary (fall end, baseline crossing, 50%-accuracy step) with,
+  for the runs patched from step 0, how many times earlier than the unpatched run each is reached.
 
     python -m biolab.analysis.patching multiruns/patching_cpu
 """
@@ -31,6 +33,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from biolab.io import read_csv, write_json  # noqa: E402
 
 LOSS = "val/attr_loss"
+MILESTONES = ("fall_end_step", "plateau_end_interpolated", "acc_50pct_step")  # keys of summary.json
 
 
 def load_runs(study: str | Path) -> list[dict]:
@@ -58,8 +61,27 @@ def load_runs(study: str | Path) -> list[dict]:
             "final_loss": rows[-1][LOSS] if rows else None,
             "final_step": int(rows[-1]["step"]) if rows else None,
             "completed": bool(summary.get("completed")),
+            "final_acc": summary.get("attr_acc"),
+            **{key: summary.get(key) for key in MILESTONES},
         })
     return runs
+
+
+def earlier_than_unpatched(runs: list[dict]) -> list[dict]:
+    """For each run patched from step 0: unpatched milestone step / patched milestone step (2.0 = reached
+    twice as early; None where either run never reached it)."""
+    unpatched = next((r for r in runs if r["reference_step"] is None), None)
+    if unpatched is None:
+        return []
+    rows = []
+    for run in sorted((r for r in runs if r["start_step"] == 0), key=lambda r: r["reference_step"]):
+        row = {"reference_step": run["reference_step"], "final_loss": run["final_loss"]}
+        for key in MILESTONES:
+            mine, theirs = run[key], unpatched[key]
+            row[key] = mine
+            row[f"{key}_unpatched_over_patched"] = theirs / mine if mine and theirs else None
+        rows.append(row)
+    return rows
 
 
 def heat_table(runs: list[dict]) -> tuple[list[int], list[int], list[list[float]]]:
@@ -129,10 +151,22 @@ def main(argv=None) -> None:
     write_json(study / "patching.json", {
         "reference_steps": refs, "start_steps": starts,
         "final_attr_loss": [[None if math.isnan(v) else v for v in row] for row in table],  # [reference][start]
-        "runs": [{k: v for k, v in r.items() if k not in ("steps", "loss")} for r in runs]})
+        "runs": [{k: v for k, v in r.items() if k not in ("steps", "loss")} for r in runs],
+        "start0_vs_unpatched": (comparison := earlier_than_unpatched(runs))})
     figure = plot_patching(runs, study / "patching.png", title=f"attention patching: {study}")
     unfinished = sum(not r["completed"] for r in runs)
+    if comparison:
+        print("patched from step 0: final loss, baseline crossing and 50%-accuracy step (x times earlier than unpatched)")
+    for row in comparison:
+        cross, half = row["plateau_end_interpolated"], row["acc_50pct_step"]
+        print(f"  reference {row['reference_step']:>6}: loss {row['final_loss']:.3g}, "
+              f"crossing {_fmt(cross)} ({_fmt(row['plateau_end_interpolated_unpatched_over_patched'], 'x')}), "
+              f"50% {_fmt(half)} ({_fmt(row['acc_50pct_step_unpatched_over_patched'], 'x')})")
     print(f"{len(runs)} runs ({unfinished} unfinished: last evaluated step used) -> {figure}, {study / 'patching.json'}")
+
+
+def _fmt(value, unit: str = "") -> str:
+    return "never" if value is None else f"{value:.3g}{unit}" if unit else f"{value:.0f}"
 
 
 if __name__ == "__main__":
