@@ -5,6 +5,7 @@
     python -m biolab.analysis patching multiruns/patching_cpu          # = python -m biolab.analysis.patching
     python -m biolab.analysis finetune multiruns/finetune_cpu          # = python -m biolab.analysis.finetune
     python -m biolab.analysis hallucination runs/quickstart            # = python -m biolab.analysis.hallucination
+    python -m biolab.analysis curricula multiruns/curricula_cpu        # = python -m biolab.analysis.curricula
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _population(sweep_dir: Path) -> None:
 
 COMMANDS = {"table": _table, "population": _population}
 # studies whose module has its own command line: the remaining arguments are passed on
-DELEGATED = ("patching", "finetune", "hallucination")
+DELEGATED = ("patching", "finetune", "hallucination", "curricula")
 
 
 def main(argv: list[str] | None = None) -> int:
