@@ -7,7 +7,8 @@ comes from the weights file name (``step_<k>.safetensors``); the other runs are 
 
 - ``<study>/patching.png``: left, attribute loss (``val/attr_loss``, log scale) against steps of the
   start-0 runs, one line per reference step, with the unpatched run dashed and the no-knowledge
-  baseline; right, heat map of the final attribute loss, rows = reference step, columns = start step;
+  baseline; middle, the same for the freeze runs (start = reference step); right, heat map of the
+  final attribute loss, rows = reference step, columns = start step;
 - ``<study>/patching.json``: the table behind the heat map (with each run's completion status), and
   per run the phase milestones of its summary (fall end, baseline crossing, 50%-accuracy step) with,
   for the runs patched from step 0, how many times earlier than the unpatched run each is reached.
@@ -23,14 +24,11 @@ import math
 import re
 from pathlib import Path
 
-import matplotlib
+from matplotlib.colors import LogNorm
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from biolab.io import read_csv, write_json  # noqa: E402
+from biolab.io import read_csv, write_json
+from biolab.plots import plt, save_figure
 
 LOSS = "val/attr_loss"
 MILESTONES = ("fall_end_step", "plateau_end_interpolated", "acc_50pct_step")  # keys of summary.json
@@ -95,23 +93,37 @@ def heat_table(runs: list[dict]) -> tuple[list[int], list[int], list[list[float]
     return refs, starts, table
 
 
-def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
-    fig, (ax_curves, ax_heat) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.15, 1]})
-    start0 = sorted((r for r in runs if r["start_step"] == 0), key=lambda r: r["reference_step"])
-    colors = plt.cm.viridis([i / max(1, len(start0) - 1) for i in range(len(start0))])
-    for run, color in zip(start0, colors):
-        ax_curves.plot(run["steps"], run["loss"], color=color, label=f"reference step {run['reference_step']}")
+def _plot_curves(ax, runs: list[dict], selected: list[dict], label, title: str) -> None:
+    """Attribute loss against steps of `selected` (coloured by reference step), the unpatched run dashed."""
+    colors = plt.cm.viridis([i / max(1, len(selected) - 1) for i in range(len(selected))])
+    for run, color in zip(selected, colors):
+        ax.plot(run["steps"], run["loss"], color=color, label=label(run))
     for run in (r for r in runs if r["reference_step"] is None):
-        ax_curves.plot(run["steps"], run["loss"], "k--", linewidth=1.5, label="unpatched")
+        ax.plot(run["steps"], run["loss"], "k--", linewidth=1.5, label="unpatched")
     baseline = next((r["baseline"] for r in runs if r["baseline"] is not None), None)
     if baseline is not None:
-        ax_curves.axhline(baseline, color="gray", linestyle=":", label=f"no-knowledge baseline {baseline:.2f}")
-    ax_curves.set_yscale("log")
-    ax_curves.set_xlabel("training step")
-    ax_curves.set_ylabel("attribute loss (nats per value)")
-    ax_curves.set_title("patched from step 0, by reference step")
-    ax_curves.legend(fontsize=8)
-    ax_curves.grid(alpha=0.3)
+        ax.axhline(baseline, color="gray", linestyle=":", label=f"no-knowledge baseline {baseline:.2f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("attribute loss (nats per value)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
+    """Three panels: runs patched from step 0 by reference step (Figure 3-middle), freeze runs
+    (start = reference step; Figure D freeze curves), heat map of the final loss (Figure D-right)."""
+    fig, (ax_curves, ax_freeze, ax_heat) = plt.subplots(1, 3, figsize=(19, 5),
+                                                        gridspec_kw={"width_ratios": [1.15, 1.15, 1]})
+    by_reference = lambda r: r["reference_step"]  # noqa: E731
+    start0 = sorted((r for r in runs if r["start_step"] == 0), key=by_reference)
+    _plot_curves(ax_curves, runs, start0, lambda r: f"reference step {r['reference_step']}",
+                 "patched from step 0, by reference step")
+    frozen = sorted((r for r in runs if r["start_step"] is not None and r["start_step"] > 0
+                     and r["start_step"] == r["reference_step"]), key=by_reference)
+    _plot_curves(ax_freeze, runs, frozen, lambda r: f"frozen at step {r['start_step']}",
+                 "attention frozen at step t (start = reference = t)")
 
     refs, starts, table = heat_table(runs)
     if refs:
@@ -132,11 +144,7 @@ def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
     ax_heat.set_ylabel("reference step")
     ax_heat.set_title("final attribute loss")
     fig.suptitle(title or "attention patching")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> None:
