@@ -15,6 +15,18 @@ def make_cfg(run_dir, *overrides):
     return cfg
 
 
+def small_dm(**kwargs):
+    """A set-up BioDataModule of 64 people (batch 8); keyword arguments override its settings."""
+    from biolab.data.datamodule import BioDataModule
+
+    args = dict(population_size=64, n_unseen=16, eval_size=32, train_template_eval_size=16,
+                unseen_eval_size=16, batch_size=8, eval_batch_size=16, seed=1, train_seed=2)
+    args.update(kwargs)
+    dm = BioDataModule(**args)
+    dm.setup()
+    return dm
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return lambda *overrides: make_cfg(tmp_path / "run", "experiment=tiny", *overrides)

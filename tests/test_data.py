@@ -13,14 +13,7 @@ from biolab.data.population import make_populations
 from biolab.data.templates import ATTRIBUTES, TEMPLATES
 from biolab.data.tokenizer import WordTokenizer
 
-
-def small_dm(**kwargs):
-    args = dict(population_size=64, n_unseen=16, eval_size=32, train_template_eval_size=16,
-                unseen_eval_size=16, batch_size=8, eval_batch_size=16, seed=1, train_seed=2)
-    args.update(kwargs)
-    dm = BioDataModule(**args)
-    dm.setup()
-    return dm
+from conftest import small_dm
 
 
 def test_population_is_deterministic_and_names_unique():

@@ -22,18 +22,9 @@ from biolab.io import read_csv
 from biolab.lit_module import BioLitModule
 from biolab.train import train
 
-from conftest import make_cfg
+from conftest import make_cfg, small_dm
 
 FT = ["module.schedule=constant", "module.lr=3e-5", "data.n_new_people=16"]
-
-
-def small_dm(**kwargs):
-    args = dict(population_size=64, n_unseen=16, eval_size=32, train_template_eval_size=16,
-                unseen_eval_size=16, batch_size=8, eval_batch_size=16, seed=1, train_seed=2)
-    args.update(kwargs)
-    dm = BioDataModule(**args)
-    dm.setup()
-    return dm
 
 
 def name_keys(population):

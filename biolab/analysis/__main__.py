@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from biolab.analysis import run_cli
 from biolab.analysis.collect import collect_sweep, write_table
 
 
@@ -55,12 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", choices=sorted([*COMMANDS, *DELEGATED]), help="what to compute")
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. multiruns/population_cpu")
     args = parser.parse_args(argv)
-    try:
-        COMMANDS[args.study](args.sweep_dir)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: COMMANDS[args.study](args.sweep_dir))
 
 
 if __name__ == "__main__":

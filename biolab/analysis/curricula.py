@@ -46,6 +46,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from omegaconf import OmegaConf
 
+from biolab.analysis import run_cli
 from biolab.analysis.collect import Job, collect_sweep, write_table
 from biolab.analysis.population import population_size
 from biolab.io import write_csv, write_json
@@ -549,13 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study_dir", type=Path, help="study directory, e.g. multiruns/curricula_cpu")
     args = parser.parse_args(argv)
-    try:
-        result = analyse_curricula(args.study_dir)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print_summary(result)
-    return 0
+    return run_cli(lambda: print_summary(analyse_curricula(args.study_dir)))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from biolab.analysis import run_cli  # noqa: E402
 from biolab.analysis.collect import collect_sweep  # noqa: E402
 from biolab.callbacks.evaluation import history_column  # noqa: E402
 from biolab.io import read_csv, write_csv  # noqa: E402
@@ -262,14 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--w-ref", type=float, default=None, help="replay weight of the by-M column")
     parser.add_argument("--m-ref", type=int, default=None, help="number of new people of the by-w column")
     args = parser.parse_args(argv)
-    try:
-        written = analyse_finetune(args.paths, args.out, args.w_ref, args.m_ref)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    return run_cli(lambda: print(*analyse_finetune(args.paths, args.out, args.w_ref, args.m_ref), sep="\n"))
 
 
 if __name__ == "__main__":

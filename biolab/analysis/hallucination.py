@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from biolab.analysis import run_cli  # noqa: E402
 from biolab.callbacks.evaluation import history_column  # noqa: E402
 from biolab.io import read_csv  # noqa: E402
 
@@ -88,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m biolab.analysis.hallucination RUN_DIR", file=sys.stderr)
         return 2
-    try:
-        print(plot_hallucination(argv[0]))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: print(plot_hallucination(argv[0])))
 
 
 if __name__ == "__main__":
