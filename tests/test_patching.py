@@ -306,6 +306,56 @@ def test_reference_of_another_model_shape_is_refused_before_training(reference_r
         train(patched(tmp_path / "run2", bare, 0))
 
 
+# ---- the study sweeps (conf/sweep/patching_*.yaml) -----------------------------------------------------
+
+def test_freeze_sweep_runs_the_jobs_of_the_study_and_the_figure_reads_them(reference_run, tmp_path):
+    """`-m sweep=patching_freeze_cpu` (tiny experiment, two reference steps): one job per step, in
+    <study.dir>/ref<k>_start<k>, patched with <study.dir>/reference/trajectory/step_<k> from step k on."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "reference").symlink_to(reference_run, target_is_directory=True)
+    result = subprocess.run([sys.executable, "-m", "biolab.train", "-m", "sweep=patching_freeze_cpu", *TINY,
+                             f"study.dir={study}", "study.reference_step=10,20", "hydra/launcher=basic"],
+                            cwd=REPO, env=ONE_THREAD_ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in study.iterdir() if p.is_dir()) == ["ref10_start10", "ref20_start20", "reference"]
+    for step, reset_at in ((10, 10), (20, None)):  # max_steps 20: frozen at 20 patches only the last evaluation
+        run_dir = study / f"ref{step}_start{step}"
+        assert json.loads((run_dir / "summary.json").read_text())["completed"]
+        ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+        state = next(v for k, v in ckpt["callbacks"].items() if "AttentionPatching" in k)
+        assert state["reset_at"] == reset_at
+    # attention frozen at step 10 = the direct run of the freeze test (same config, same metrics)
+    direct = tmp_path / "direct"
+    train(patched(direct, reference_run / "trajectory" / "step_10.safetensors", 10))
+    assert metric_rows(study / "ref10_start10") == metric_rows(direct)
+
+    from biolab.analysis.patching import main
+    main([str(study)])
+    table = json.loads((study / "patching.json").read_text())
+    assert table["reference_steps"] == [10, 20] and table["start_steps"] == [10, 20]
+    assert {r["run_dir"].rsplit("/", 1)[-1] for r in table["runs"]} == {"reference", "ref10_start10", "ref20_start20"}
+
+
+@pytest.mark.parametrize("scale, launcher, steps, refs", [
+    ("cpu", "local", 1600, [0, 50, 100, 200, 400, 800, 1600]),
+    ("paper", "slurm", 16000, [0, 500, 1000, 2000, 4000, 8000, 16000])])
+def test_patching_sweeps_compose_the_study_grid(scale, launcher, steps, refs):
+    from test_launchers import compose_multirun
+    jobs = {}
+    for study in ("", "freeze_", "grid_"):
+        cfg = compose_multirun(f"sweep=patching_{study}{scale}", "study.dir=S")
+        assert cfg.hydra.runtime.choices["hydra/launcher"] == launcher and cfg.trainer.max_steps == steps
+        assert cfg.module.compile is False and cfg.hydra.sweep.dir == "S"
+        jobs[study] = {key: [int(v) for v in value.split(",")] for key, value in cfg.hydra.sweeper.params.items()}
+        one = compose_multirun(f"sweep=patching_{study}{scale}", "study.dir=S", f"study.reference_step={refs[3]}")
+        assert one.callbacks.patching.reference == f"S/reference/trajectory/step_{refs[3]}.safetensors"
+        assert one.hydra.sweep.subdir == f"ref{refs[3]}_start{one.callbacks.patching.start_step}"
+    assert jobs[""] == {"study.reference_step": refs}  # start 0 (the default) for every reference
+    assert jobs["freeze_"] == {"study.reference_step": refs[1:-1]}  # start = reference step
+    assert jobs["grid_"] == {"study.reference_step": refs, "callbacks.patching.start_step": [0, *refs[1:-1]]}
+
+
 # ---- the study figure --------------------------------------------------------------------------------
 
 def test_study_figure_reads_runs_and_tabulates_final_losses(tmp_path):
