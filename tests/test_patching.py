@@ -362,7 +362,7 @@ def test_study_figure_reads_runs_and_tabulates_final_losses(tmp_path):
     from biolab.analysis.patching import main
     from biolab.io import write_csv
 
-    def fake_run(name, reference_step=None, start=None, losses=(16.0, 7.0, 1.0), crossing=None):
+    def fake_run(name, reference_step=None, start=None, losses=(16.0, 7.0, 1.0), crossing=None, stopped=None):
         run_dir = tmp_path / name
         callbacks = {"evaluator": {"_target_": "x"}}
         if reference_step is not None:
@@ -374,18 +374,22 @@ def test_study_figure_reads_runs_and_tabulates_final_losses(tmp_path):
                                             for i, v in enumerate(losses)])
         if crossing is not None:
             (run_dir / "summary.json").write_text(json.dumps(
-                {"completed": True, "plateau_end_interpolated": crossing, "acc_50pct_step": None}))
+                {"completed": True, "plateau_end_interpolated": crossing, "acc_50pct_step": None,
+                 "stopped_after": stopped}))
 
     fake_run("reference", crossing=300.0)
     fake_run("ref0_start0", 0, 0, (16.0, 9.0, 0.6), crossing=400.0)
     fake_run("ref10_start0", 10, 0, (16.0, 2.0, 0.2), crossing=100.0)
     fake_run("ref10_start10", 10, 10, (16.0, 7.0, 0.4))
+    fake_run("ref20_start0", 20, 0, (16.0, 6.0), crossing=15.0, stopped="plateau_end_step")  # ended at its crossing
     main([str(tmp_path)])
     table = json.loads((tmp_path / "patching.json").read_text())
-    assert table["reference_steps"] == [0, 10] and table["start_steps"] == [0, 10]
+    assert table["reference_steps"] == [0, 10] and table["start_steps"] == [0, 10]  # no final loss for ref 20
     assert table["final_attr_loss"] == [[0.6, None], [0.2, 0.4]]
     earlier = {row["reference_step"]: row for row in table["start0_vs_unpatched"]}
     assert earlier[10]["plateau_end_interpolated_unpatched_over_patched"] == pytest.approx(3.0)
     assert earlier[0]["plateau_end_interpolated_unpatched_over_patched"] == pytest.approx(0.75)
+    assert earlier[20]["plateau_end_interpolated_unpatched_over_patched"] == pytest.approx(20.0)
+    assert earlier[20]["final_loss"] is None and earlier[20]["stopped_after"] == "plateau_end_step"
     assert earlier[10]["acc_50pct_step_unpatched_over_patched"] is None  # never reached
     assert (tmp_path / "patching.png").stat().st_size > 10_000

@@ -1,6 +1,6 @@
 """Figure of an attention-patching study (SPEC section 7): loss curves per reference step, heat map.
 
-Reads a study directory written by sweeps/patching_cpu.sh: one sub-directory per run, each with
+Reads a study directory written by sweeps/patching_cpu.sh (or patching_paper.sh): one sub-directory per run, each with
 config.yaml, metrics.csv and (once finished) summary.json. A run whose config has
 ``callbacks.patching`` is a patched run, keyed by (reference step, start step): the reference step
 comes from the weights file name (``step_<k>.safetensors``); the other runs are unpatched. Writes
@@ -9,7 +9,8 @@ comes from the weights file name (``step_<k>.safetensors``); the other runs are 
   start-0 runs, one line per reference step, with the unpatched run dashed and the no-knowledge
   baseline; middle, the same for the freeze runs (start = reference step); right, heat map of the
   final attribute loss, rows = reference step, columns = start step;
-- ``<study>/patching.json``: the table behind the heat map (with each run's completion status), and
+- ``<study>/patching.json``: the table behind the heat map (with each run's completion status; a
+  run ended early by ``callbacks.phases.stop_after`` has no final loss and stays off the heat map), and
   per run the phase milestones of its summary (fall end, baseline crossing, 50%-accuracy step) with,
   for the runs patched from step 0, how many times earlier than the unpatched run each is reached.
 
@@ -52,13 +53,15 @@ def load_runs(study: str | Path) -> list[dict]:
         rows = [r for r in read_csv(run_dir / "metrics.csv") if LOSS in r]
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        stopped = summary.get("stopped_after")  # ended early at a milestone: its last loss is no final loss
         runs.append({
             "run_dir": str(run_dir), "reference_step": ref_step, "start_step": start,
             "steps": [int(r["step"]) for r in rows], "loss": [r[LOSS] for r in rows],
             "baseline": rows[-1].get("val/baseline") if rows else None,
-            "final_loss": rows[-1][LOSS] if rows else None,
+            "final_loss": rows[-1][LOSS] if rows and not stopped else None,
             "final_step": int(rows[-1]["step"]) if rows else None,
             "completed": bool(summary.get("completed")),
+            "stopped_after": stopped,
             "final_acc": summary.get("attr_acc"),
             **{key: summary.get(key) for key in MILESTONES},
         })
@@ -73,7 +76,7 @@ def earlier_than_unpatched(runs: list[dict]) -> list[dict]:
         return []
     rows = []
     for run in sorted((r for r in runs if r["start_step"] == 0), key=lambda r: r["reference_step"]):
-        row = {"reference_step": run["reference_step"], "final_loss": run["final_loss"]}
+        row = {key: run[key] for key in ("reference_step", "final_loss", "final_step", "stopped_after")}
         for key in MILESTONES:
             mine, theirs = run[key], unpatched[key]
             row[key] = mine
@@ -167,9 +170,12 @@ def main(argv=None) -> None:
         print("patched from step 0: final loss, baseline crossing and 50%-accuracy step (x times earlier than unpatched)")
     for row in comparison:
         cross, half = row["plateau_end_interpolated"], row["acc_50pct_step"]
-        print(f"  reference {row['reference_step']:>6}: loss {row['final_loss']:.3g}, "
+        loss = (f"loss {row['final_loss']:.3g}" if row["final_loss"] is not None
+                else f"stopped at step {row['final_step']} ({row['stopped_after']})")
+        print(f"  reference {row['reference_step']:>6}: {loss}, "
               f"crossing {_fmt(cross)} ({_fmt(row['plateau_end_interpolated_unpatched_over_patched'], 'x')}), "
-              f"50% {_fmt(half)} ({_fmt(row['acc_50pct_step_unpatched_over_patched'], 'x')})")
+              + (f"50% {_fmt(half)} ({_fmt(row['acc_50pct_step_unpatched_over_patched'], 'x')})"
+                 if half is not None or row["stopped_after"] is None else "50% not reached before the stop"))
     print(f"{len(runs)} runs ({unfinished} unfinished: last evaluated step used) -> {figure}, {study / 'patching.json'}")
 
 
