@@ -127,6 +127,8 @@ def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
                      and r["start_step"] == r["reference_step"]), key=by_reference)
     _plot_curves(ax_freeze, runs, frozen, lambda r: f"frozen at step {r['start_step']}",
                  "attention frozen at step t (start = reference = t)")
+    if not frozen:
+        ax_freeze.text(0.5, 0.5, "no freeze run in this study", transform=ax_freeze.transAxes, ha="center")
 
     refs, starts, table = heat_table(runs)
     if refs:
@@ -143,6 +145,9 @@ def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
         ax_heat.set_xticks(range(len(starts)), [str(s) for s in starts])
         ax_heat.set_yticks(range(len(rows)), [str(refs[i]) for i in rows])
         fig.colorbar(image, ax=ax_heat, label="final attribute loss")
+    else:
+        ax_heat.text(0.5, 0.5, "no patched run with a final loss\n(runs stopped early have none)",
+                     transform=ax_heat.transAxes, ha="center")
     ax_heat.set_xlabel("start of patching (step)")
     ax_heat.set_ylabel("reference step")
     ax_heat.set_title("final attribute loss")
@@ -180,7 +185,8 @@ def main(argv=None) -> None:
 
 
 def _fmt(value, unit: str = "") -> str:
-    return "never" if value is None else f"{value:.3g}{unit}" if unit else f"{value:.0f}"
+    # ratios with three decimals: 2.997 must not print as "3x" next to a 3x criterion
+    return "never" if value is None else f"{value:.3f}{unit}" if unit else f"{value:.0f}"
 
 
 if __name__ == "__main__":
