@@ -27,7 +27,7 @@ import torch
 from throughput import build, lightning_loop  # benchmarks/throughput.py (this script's directory is on sys.path)
 
 from biolab.callbacks.patching import AttentionPatching
-from biolab.callbacks.trajectory import save_weights
+from biolab.runs import save_weights
 from biolab.data.biographies import IGNORE_INDEX
 VARIANTS = ("unpatched", "explicit", "patched")
 

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 
 from biolab.callbacks.evaluation import Evaluator
 from biolab.data.biographies import IGNORE_INDEX
+from biolab.runs import build_datamodule, model_config
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -40,9 +41,9 @@ def build(experiment: str, overrides=(), **module_overrides):
     (`overrides`: Hydra overrides such as "data.num_workers=2")."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}", *overrides])
-    dm = instantiate(cfg.data, train_seed=0)
+    dm = build_datamodule(cfg)  # the run loader's builders: the objects train() makes
     dm.setup()
-    model_cfg = instantiate(cfg.model, vocab_size=dm.vocab_size)
+    model_cfg = model_config(cfg, dm.vocab_size)
 
     def make_module():
         torch.manual_seed(0)

@@ -25,36 +25,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
-from biolab.data.datamodule import BioDataModule, ConfigError
+from biolab.data.datamodule import BioDataModule
+from biolab.errors import ConfigError
+from biolab.runs import check_weights, checkpoint_weights, load_checkpoint
 
 KEY = "init_from"
 # data settings that decide who the old people are and how their biographies are written
 DATA_KEYS = ("population_size", "seed", "n_unseen", "attributes", "n_train_templates", "shuffle_sentences")
 MODEL_KEYS_IGNORED = ("init_std",)  # irrelevant once the weights are loaded
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """biolab.train.load_checkpoint (weights_only); its one-line errors name init_from."""
-    from biolab.train import load_checkpoint  # here: biolab.train imports this module
-
-    try:
-        return load_checkpoint(path)
-    except ConfigError as err:
-        raise ConfigError(f"{KEY}: {err} (a pre-training run's checkpoints/last.ckpt)") from None
-
-
-def _model_state(ckpt: dict, path: Path) -> dict[str, torch.Tensor]:
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"{KEY}: {path} has no 'state_dict' (not a checkpoint written by biolab.train)")
-    # "model." keys only: a compiled module also stores its weights under "_compiled._orig_mod."
-    model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    if not model_state:
-        raise ConfigError(f"{KEY}: {path} has no 'model.*' weights in its state_dict")
-    return model_state
 
 
 def check_model(ckpt: dict, model_state: dict, module, path: Path) -> None:
@@ -66,16 +46,7 @@ def check_model(ckpt: dict, model_state: dict, module, path: Path) -> None:
             if key not in MODEL_KEYS_IGNORED and saved.get(key) != now.get(key):
                 raise ConfigError(f"{KEY}: the model differs from the checkpoint's: model.{key}={now.get(key)!r} "
                                   f"here, {saved.get(key)!r} in {path}; use the pre-training run's model settings")
-    expected = module.model.state_dict()
-    for name, tensor in expected.items():
-        if name not in model_state:
-            raise ConfigError(f"{KEY}: {path} lacks the weight model.{name} (another model shape)")
-        if tuple(model_state[name].shape) != tuple(tensor.shape):
-            raise ConfigError(f"{KEY}: model.{name} has shape {tuple(model_state[name].shape)} in {path}, "
-                              f"{tuple(tensor.shape)} here (another model shape)")
-    extra = sorted(set(model_state) - set(expected))
-    if extra:
-        raise ConfigError(f"{KEY}: {path} has weights this model lacks (another model shape), e.g. model.{extra[0]}")
+    check_weights(model_state, module.model, path, KEY)
 
 
 def _saved_data_info(ckpt: dict, path: Path) -> tuple[dict | None, str]:
@@ -117,8 +88,8 @@ def load_init_weights(path: str | Path, module, datamodule: BioDataModule) -> in
     """Check the checkpoint against this run (model shape, old people), then load its model weights into
     `module`. Returns the checkpoint's step. Raises ConfigError before any change on a mismatch."""
     path = Path(path)
-    ckpt = read_checkpoint(path)
-    model_state = _model_state(ckpt, path)
+    ckpt = load_checkpoint(path, KEY)
+    model_state = checkpoint_weights(ckpt, path, KEY)
     check_model(ckpt, model_state, module, path)
     check_data(ckpt, datamodule, path)
     module.model.load_state_dict(model_state, strict=True)

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from biolab.callbacks.evaluation import history_column  # noqa: E402
+from biolab.history import history_column  # noqa: E402
 from biolab.io import read_csv  # noqa: E402
 
 EVAL_SET_STYLES = (("val", "seen people, evaluation templates", "-o"),

@@ -23,17 +23,19 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from biolab.callbacks import Evaluator, PhaseTracker, history_column
-from biolab.data.datamodule import BioDataModule, ConfigError
+from biolab.callbacks import Evaluator, PhaseTracker
+from biolab.data.datamodule import BioDataModule
+from biolab.errors import ConfigError
 from biolab.finetune import finetune_summary, load_init_weights
+from biolab.history import history_column
 from biolab.io import atomic_write_text, write_json
 from biolab.phases import phase_summary
 from biolab.plots import attention_layers, plot_attention, plot_learning_curves
+from biolab.runs import build_datamodule, load_checkpoint, model_config
 
 # Lightning 2.6 with torch 2.13 warns on every fit about its own use of a deprecated torch API
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -95,9 +97,8 @@ def _build(cfg: DictConfig):
     is written (attention patching: the reference must be the same model).
     """
     try:
-        # _convert_="all": plain lists/dicts, so checkpoints hold no OmegaConf objects (weights_only loads)
-        datamodule: BioDataModule = instantiate(cfg.data, train_seed=cfg.seed, _convert_="all")
-        model_cfg = instantiate(cfg.model, vocab_size=datamodule.vocab_size, _convert_="all")
+        datamodule: BioDataModule = build_datamodule(cfg)
+        model_cfg = model_config(cfg, datamodule.vocab_size)
         module = instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
                              attributes=list(datamodule.attributes), _convert_="all")
         metrics_file = str(Path(cfg.run_dir) / "metrics.csv")
@@ -125,17 +126,6 @@ def _check_same_run(run_dir: Path, resolved: dict) -> None:
     if differing:
         raise ConfigError(f"{run_dir} holds a run with a different config (differs in: {', '.join(differing[:8])}); "
                           "choose another hydra.run.dir or delete that directory")
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint safely (weights_only); a missing or corrupt file is a ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"checkpoint {path} is corrupt or not a biolab checkpoint ({type(err).__name__})") from None
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:

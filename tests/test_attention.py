@@ -112,7 +112,7 @@ def test_uniform_attention_values_are_the_token_shares(dm):
 
 
 def test_bad_scope_is_refused(tiny_cfg):
-    from biolab.data.datamodule import ConfigError
+    from biolab.errors import ConfigError
     with pytest.raises(ConfigError, match="callbacks.attention.scope"):
         train(tiny_cfg("callbacks.attention.scope=document"))
 

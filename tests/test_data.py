@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from biolab.data.biographies import IGNORE_INDEX
-from biolab.data.datamodule import BioDataModule, ConfigError
+from biolab.data.datamodule import BioDataModule
+from biolab.errors import ConfigError
 from biolab.data.pools import load_pools, render_date
 from biolab.data.population import make_populations
 from biolab.data.templates import ATTRIBUTES, TEMPLATES

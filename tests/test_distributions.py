@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from biolab.data.datamodule import BioDataModule, ConfigError
+from biolab.data.datamodule import BioDataModule
+from biolab.errors import ConfigError
 from biolab.data.distributions import Celebrities, Mixture, PowerLaw, Sequential, Uniform, WarmUp
 from biolab.train import train
 

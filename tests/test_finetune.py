@@ -14,7 +14,7 @@ import torch
 
 from biolab.analysis.finetune import analyse_finetune, load_runs, main as finetune_main
 from biolab.analysis.hallucination import plot_hallucination
-from biolab.data.datamodule import BioDataModule, ConfigError
+from biolab.errors import ConfigError
 from biolab.data.new_people import make_new_population
 from biolab.data.pools import load_pools
 from biolab.data.population import make_populations

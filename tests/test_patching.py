@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from biolab.callbacks.patching import AttentionPatching, PatternSwap
-from biolab.callbacks.trajectory import read_metadata, save_weights
-from biolab.data.datamodule import ConfigError
+from biolab.runs import read_metadata, save_weights
+from biolab.errors import ConfigError
 from biolab.io import read_csv
 from biolab.model import Transformer, TransformerConfig
 from biolab.train import train
@@ -302,7 +302,7 @@ def test_reference_of_another_model_shape_is_refused_before_training(reference_r
     bare = tmp_path / "bare.safetensors"  # a file without biolab metadata: only shapes are known
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(bare))
-    with pytest.raises(ConfigError, match=r"embed\.weight of shape \[50, 64\]"):
+    with pytest.raises(ConfigError, match=r"embed\.weight has shape \(50, 64\)"):
         train(patched(tmp_path / "run2", bare, 0))
 
 

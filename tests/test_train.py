@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from biolab.data.datamodule import ConfigError
+from biolab.errors import ConfigError
 from biolab.io import read_csv
 from biolab.train import train
 

@@ -38,9 +38,10 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from biolab.analysis import run_cli  # noqa: E402
 from biolab.analysis.collect import collect_sweep  # noqa: E402
-from biolab.callbacks.evaluation import history_column  # noqa: E402
+from biolab.history import history_column  # noqa: E402
 from biolab.io import read_csv, write_csv  # noqa: E402
 from biolab.plots import plot_learning_curves, save_figure  # noqa: E402
+from biolab.runs import load_run  # noqa: E402
 
 OLD, NEW = "val", "new"  # evaluation-set prefixes: old people (pre-training), new people (fine-tuning)
 
@@ -70,10 +71,11 @@ def read_run(run_dir: str | Path) -> FinetuneRun | None:
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.csv"
     if not (config.is_file() and metrics.is_file()):
         return None
-    data = OmegaConf.to_container(OmegaConf.load(config), resolve=True).get("data") or {}
+    run = load_run(run_dir)
+    data = OmegaConf.to_container(run.cfg, resolve=True).get("data") or {}
     if not data.get("n_new_people"):
         return None
-    rows = read_csv(metrics)
+    rows = run.metrics()
     if not rows:
         return None
     return FinetuneRun(run_dir, int(data["population_size"]), int(data["n_new_people"]),

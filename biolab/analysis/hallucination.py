@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from biolab.analysis import run_cli  # noqa: E402
-from biolab.callbacks.evaluation import history_column  # noqa: E402
+from biolab.history import history_column  # noqa: E402
 from biolab.io import read_csv  # noqa: E402
 
 PANELS = (("attr_loss", "attribute loss (nats per value)"),

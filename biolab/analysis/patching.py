@@ -20,7 +20,6 @@ comes from the weights file name (``step_<k>.safetensors``); the other runs are 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from pathlib import Path
@@ -28,8 +27,9 @@ from pathlib import Path
 from matplotlib.colors import LogNorm
 from omegaconf import OmegaConf
 
-from biolab.io import read_csv, write_json
+from biolab.io import write_json
 from biolab.plots import plt, save_figure
+from biolab.runs import load_run
 
 LOSS = "val/attr_loss"
 MILESTONES = ("fall_end_step", "plateau_end_interpolated", "acc_50pct_step")  # keys of summary.json
@@ -42,7 +42,8 @@ def load_runs(study: str | Path) -> list[dict]:
         run_dir = config_path.parent
         if not (run_dir / "metrics.csv").exists():
             continue
-        cfg = OmegaConf.to_container(OmegaConf.load(config_path))
+        run = load_run(run_dir)
+        cfg = OmegaConf.to_container(run.cfg)
         patching = (cfg.get("callbacks") or {}).get("patching")
         ref_step = start = None
         if patching:
@@ -50,9 +51,8 @@ def load_runs(study: str | Path) -> list[dict]:
             if match is None:
                 continue  # a reference that is not a trajectory file: no reference step to place it at
             ref_step, start = int(match.group(1)), int(patching["start_step"])
-        rows = [r for r in read_csv(run_dir / "metrics.csv") if LOSS in r]
-        summary_path = run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        rows = [r for r in run.metrics() if LOSS in r]
+        summary = run.summary()  # summary.json, or the milestones from metrics.csv for a run stopped by hand
         stopped = summary.get("stopped_after")  # ended early at a milestone: its last loss is no final loss
         runs.append({
             "run_dir": str(run_dir), "reference_step": ref_step, "start_step": start,

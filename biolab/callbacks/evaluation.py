@@ -122,8 +122,3 @@ class Evaluator(L.Callback):
         self._interval = dict(state_dict["interval"])  # training loss since the last evaluation
 
 
-def history_column(history: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one metric over the rows that have it."""
-    rows = [r for r in history if r.get(key) is not None]
-    return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
-

@@ -32,9 +32,9 @@ from dataclasses import asdict
 import lightning as L
 import torch
 
-from biolab.callbacks.trajectory import load_weights
-from biolab.data.datamodule import ConfigError
+from biolab.errors import ConfigError
 from biolab.model import Transformer, TransformerConfig
+from biolab.runs import check_weights, load_weights, new_model
 
 KEY = "callbacks.patching"
 
@@ -170,18 +170,8 @@ class AttentionPatching(L.Callback):
             if differing:
                 raise ConfigError(f"{KEY}.reference: {path} holds another model than the configured one: "
                                   + ", ".join(differing))
-        with torch.random.fork_rng(devices=[]):  # the global RNG stream stays that of an unpatched run
-            reference = Transformer(cfg)
-        expected = reference.state_dict()
-        for name, tensor in expected.items():
-            if name not in self._weights:
-                raise ConfigError(f"{KEY}.reference: {path} lacks the weight {name} of the configured model")
-            if self._weights[name].shape != tensor.shape:
-                raise ConfigError(f"{KEY}.reference: {path} has {name} of shape {list(self._weights[name].shape)}, "
-                                  f"the configured model {list(tensor.shape)}")
-        extra = sorted(set(self._weights) - set(expected))
-        if extra:
-            raise ConfigError(f"{KEY}.reference: {path} has weights the configured model lacks: {', '.join(extra[:3])}")
+        reference = new_model(cfg)  # the global RNG stream stays that of an unpatched run
+        check_weights(self._weights, reference, path, f"{KEY}.reference")
         reference.load_state_dict(self._weights)
         return reference
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import lightning as L
 
-from biolab.callbacks.evaluation import Evaluator, history_column
+from biolab.callbacks.evaluation import Evaluator
+from biolab.history import history_column
 from biolab.phases import STEP_MILESTONES, phase_summary
 
 

@@ -12,75 +12,15 @@ optimiser step. Writes are atomic (temp file, then rename); a file that already 
 a resumed run does not rewrite it (training is deterministic, it would be the same).
 
     python -m biolab.train experiment=quickstart callbacks=trajectory_cpu   # or callbacks=trajectory
-    state, meta = load_weights("runs/.../trajectory/step_200.safetensors")  # meta["step"] == 200
+    load_run("runs/...").model(200)   # biolab.runs reads them (and writes them: save_weights)
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from dataclasses import asdict
-from pathlib import Path
-
 import lightning as L
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
-from biolab.data.datamodule import ConfigError
-from biolab.model import Transformer
-
-FORMAT = "biolab-trajectory-v1"
-
-
-def weights_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "trajectory" / f"step_{step}.safetensors"
-
-
-def save_weights(model: Transformer, path: str | Path, step: int) -> None:
-    """Write model.state_dict() to a safetensors file atomically, with the config and step as metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # copies on CPU: safetensors refuses shared storage (tied embeddings) and device tensors are copied anyway
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "step": str(int(step)), "model_config": json.dumps(asdict(model.cfg))}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_metadata(path: str | Path, key: str = "reference") -> dict:
-    """The file's metadata ({} if none); a missing or unreadable file is a one-line ConfigError naming `key`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{key}: weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception as err:
-        raise ConfigError(f"{key}: {path} is corrupt or not a safetensors weights file "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    if "model_config" in meta:
-        meta["model_config"] = json.loads(meta["model_config"])
-    if "step" in meta:
-        meta["step"] = int(meta["step"])
-    return meta
-
-
-def load_weights(path: str | Path, key: str = "reference") -> tuple[dict[str, torch.Tensor], dict]:
-    """(state_dict on CPU, metadata) of a trajectory file; errors are one-line ConfigErrors."""
-    meta = read_metadata(path, key)
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as err:
-        raise ConfigError(f"{key}: {path} is corrupt ({type(err).__name__})") from None
-    return state, meta
+from biolab.errors import ConfigError
+from biolab.runs import save_weights, weights_path
 
 
 class TrajectoryCheckpoints(L.Callback):

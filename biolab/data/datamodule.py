@@ -39,14 +39,11 @@ from biolab.data.pools import POOL_DIR, load_pools
 from biolab.data.population import N_EVAL_TEMPLATES, N_TEMPLATES, Population, make_populations
 from biolab.data.templates import ATTRIBUTES
 from biolab.data.tokenizer import WordTokenizer
+from biolab.errors import ConfigError
 
 EVAL_SETS = ("val", "train_templates", "unseen")
 NEW_SET = "new"          # fine-tuning: new people, evaluation templates
 NEW_SET_STREAM = 4       # its random stream (EVAL_SETS use 1-3, the attention set 1000)
-
-
-class ConfigError(ValueError):
-    """A bad configuration value, reported before any work starts."""
 
 
 def _check(condition: bool, message: str) -> None:
