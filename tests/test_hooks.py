@@ -85,7 +85,7 @@ def test_hook_q_is_before_rotary_and_hook_rot_q_after():
     model = tiny()
     _, cache = model.run_with_cache(TOKENS)
     w_q, w_k, _ = model.blocks[1].attn.qkv.weight.view(3, 4, 16, 64)    # [head, d_head, d_model]
-    normalized = cache["blocks.1.ln1.hook_normalized"]                 # [batch, pos, d_model]
+    normalized = cache["blocks.1.ln1.hook_normalized"] * model.blocks[1].ln1.weight  # [batch, pos, d_model]
     torch.testing.assert_close(cache["blocks.1.attn.hook_q"], torch.einsum("bpd,hed->bphe", normalized, w_q))
     torch.testing.assert_close(cache["blocks.1.attn.hook_k"], torch.einsum("bpd,hed->bphe", normalized, w_k))
     for x in "qk":

@@ -10,7 +10,7 @@ Hook points follow TransformerLens names, shapes and semantics:
 
     hook_embed, hook_pos_embed (learned positions only)               [batch, pos, d_model]
     blocks.{l}.hook_resid_pre, hook_attn_out, hook_resid_mid, hook_mlp_out, hook_resid_post
-    blocks.{l}.ln1.hook_normalized, ln2.hook_normalized, ln_final.hook_normalized
+    blocks.{l}.ln1.hook_normalized, ln2.hook_normalized, ln_final.hook_normalized  (before the gain)
     blocks.{l}.attn.hook_q, hook_k, hook_v       [batch, pos, head, d_head]; q and k BEFORE rotary
     blocks.{l}.attn.hook_rot_q, hook_rot_k       the same AFTER rotary (rope models only)
     blocks.{l}.attn.hook_attn_scores, hook_pattern                    [batch, head, query, key]
@@ -55,6 +55,7 @@ from torch import nn
 from biolab.model.hooks import HookedRootModule, HookPoint
 
 NORMS = ("rmsnorm", "layernorm")
+NORM_EPS = {"rmsnorm": 1e-6, "layernorm": 1e-5}
 POSITIONALS = ("rope", "learned")
 ACTIVATIONS = ("gelu", "relu")
 # analysis point -> the switch (on its Block or Attention) that computes it without a hook attached
@@ -97,20 +98,21 @@ class TransformerConfig:
 
 
 class Norm(nn.Module):
-    """RMSNorm or LayerNorm (no bias), with a hook on the normalised output."""
+    """RMSNorm or LayerNorm (no bias); hook_normalized is the normalised input before the gain (as in
+    TransformerLens)."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.kind = cfg.norm
+        self.kind, self.eps = cfg.norm, NORM_EPS[cfg.norm]
         self.weight = nn.Parameter(torch.ones(cfg.d_model))
         self.hook_normalized = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "rmsnorm":
-            x = F.rms_norm(x, (x.shape[-1],), eps=1e-6)
+            x = F.rms_norm(x, (x.shape[-1],), eps=self.eps)
         else:
-            x = F.layer_norm(x, (x.shape[-1],), eps=1e-5)
-        return self.hook_normalized(x * self.weight)
+            x = F.layer_norm(x, (x.shape[-1],), eps=self.eps)
+        return self.hook_normalized(x) * self.weight
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -315,7 +317,8 @@ class Transformer(HookedRootModule):
         x = self.hook_embed(self.embed(tokens))              # [batch, pos, d_model]
         rope = None
         if self.cfg.positional == "learned":
-            x = x + self.hook_pos_embed(self.pos_embed(torch.arange(pos, device=tokens.device)))
+            positions = self.pos_embed(torch.arange(pos, device=tokens.device)).expand(batch, -1, -1)
+            x = x + self.hook_pos_embed(positions)                # [batch, pos, d_model]
         else:
             rope = (self.rope_cos[:pos], self.rope_sin[:pos])
         for block in self.blocks:
