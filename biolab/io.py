@@ -1,4 +1,4 @@
-"""Atomic file writes for run outputs (metrics, summary, config): write a temp file, then rename.
+"""Atomic file writes for run outputs (metrics, summary, config, weights): write a temp file, then rename.
 
 A run killed in the middle of a write leaves the previous complete file, never a truncated one.
 """
@@ -23,6 +23,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Tensors to a safetensors file, atomically (they must be contiguous CPU tensors sharing no storage)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -71,6 +71,11 @@ class HookedRootModule(nn.Module):
             raise KeyError(f"no hook point named {name_or_filter!r}")
         return [self.hook_dict[name_or_filter]]
 
+    def computes_by_default(self, name: str) -> bool:
+        """Whether hook point `name` fires when no hook is attached (a model may have points that only
+        compute when switched on or hooked; run_with_cache() without names_filter skips those)."""
+        return True
+
     def reset_hooks(self) -> None:
         for hook in self.hook_dict.values():
             hook.remove_hooks()
@@ -93,9 +98,10 @@ class HookedRootModule(nn.Module):
             return self(*args, **kwargs)
 
     def run_with_cache(self, *args, names_filter=None, **kwargs):
-        """Forward pass that also returns {hook name: detached activation}."""
-        if names_filter is None:
-            keep = lambda name: True  # noqa: E731
+        """Forward pass that also returns {hook name: detached activation}; without names_filter, of
+        every point the forward computes under the model's current switches."""
+        if names_filter is None:  # what the forward computes anyway: attaching must switch nothing on
+            keep = self.computes_by_default
         elif isinstance(names_filter, str):
             keep = lambda name: name == names_filter  # noqa: E731
         elif callable(names_filter):
