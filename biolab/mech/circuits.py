@@ -148,6 +148,7 @@ def analyse_circuits(model, clean: PromptSet, corrupted: PromptSet, options: Cir
     circuit = _top_k(order, needed, n_edges) if needed else None
     result = {
         "n_prompts": len(clean), "n_edges": n_edges, "ablation": options.ablation, "ig_steps": options.ig_steps,
+        "target": options.target,
         "metric_clean": faith.m_all, "metric_none": faith.m_none, "effect": faith.effect,
         "faithfulness_defined": faith.defined,
         "edges_for_faithfulness": needed, "edges_for_faithfulness_fraction": needed / n_edges if needed else None,

@@ -174,14 +174,14 @@ class _Patcher:
         self.current: list[torch.Tensor] = []  # upstream outputs of this forward, [n, pos, d_model] each
 
     def _delta(self, down: slice | int) -> torch.Tensor | None:
-        n_up = len(self.current)
-        removed = self.removed[:n_up, down]                              # [up', heads] or [up']
-        if not removed.any():
+        removed = self.removed[:len(self.current), down]                 # [up', heads] or [up']
+        rows = removed.reshape(removed.shape[0], -1).any(1).nonzero()[:, 0].tolist()  # upstream nodes removed
+        if not rows:
             return None
-        diff = self.ablated[:n_up] - torch.stack(self.current)          # [up', n, pos, d_model]
+        diff = self.ablated[rows] - torch.stack([self.current[u] for u in rows])    # [rows, n, pos, d_model]
         if removed.dim() == 1:
-            return torch.einsum("unpd,u->npd", diff, removed)
-        return torch.einsum("unpd,uh->nphd", diff, removed)
+            return torch.einsum("unpd,u->npd", diff, removed[rows])
+        return torch.einsum("unpd,uh->nphd", diff, removed[rows])
 
     def hooks(self) -> list[tuple[str, Callable]]:
         hooks = [("blocks.0.hook_resid_pre", self._record)]

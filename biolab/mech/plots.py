@@ -1,0 +1,80 @@
+"""Mechanism timelines: a measure over snapshots on the loss curve's step axis, the plateau shaded.
+
+    plot_circuit_timeline(summary, run.metrics(), "runs/x/mech/circuits/timeline.png")
+
+Written by ``python -m biolab.mech circuits RUN_DIR`` from its summary.json (every number in the
+figure is in that file's per_step rows), so it can be redrawn without the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from biolab.history import history_column
+from biolab.plots import mark_phases, plt, save_figure
+
+
+def loss_panel(ax, metrics: list[dict], summary: dict) -> None:
+    """Attribute loss (log y) and accuracy of the run, the no-knowledge baseline, the phases."""
+    steps, losses = history_column(metrics, "val/attr_loss")
+    ax.plot(steps, losses, "-", color="tab:blue", label="attribute loss (seen people)")
+    base_steps, baselines = history_column(metrics, "val/baseline")
+    if baselines:
+        ax.axhline(baselines[-1], color="k", linestyle="--", linewidth=1, label=f"no-knowledge baseline {baselines[-1]:.2f}")
+    ax.set_yscale("log")
+    ax.set_ylabel("attribute loss")
+    acc_ax = ax.twinx()
+    acc_steps, accs = history_column(metrics, "val/attr_acc")
+    acc_ax.plot(acc_steps, accs, "-", color="tab:green", alpha=0.6)
+    acc_ax.set_ylabel("attribute accuracy", color="tab:green")
+    acc_ax.set_ylim(-0.02, 1.02)
+    mark_timeline(ax, summary)
+
+
+def mark_timeline(ax, summary: dict) -> None:
+    mark_phases(ax, summary.get("fall_end_step"), summary.get("plateau_end_step"))
+    if summary.get("acc_1pct_step") is not None:
+        ax.axvline(summary["acc_1pct_step"], color="tab:purple", alpha=0.6, linewidth=1,
+                   label=f"1% accuracy ({summary['acc_1pct_step']})")
+        ax.legend(fontsize=7)
+
+
+def plot_circuit_timeline(summary: dict, metrics: list[dict], path: str | Path, title: str = "") -> Path:
+    rows = summary["per_step"]
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
+    loss_panel(axes[0], metrics, summary)
+    axes[0].set_title("loss curve (plateau shaded)")
+
+    ax = axes[1]
+    fraction = [r["edges_for_faithfulness_fraction"] for r in rows]
+    rand = [r["random_faithfulness_at_that_budget"] for r in rows]
+    ax.plot(steps, [f if f is not None else float("nan") for f in fraction], "o-", label="edges needed for F >= 0.7 (fraction)")
+    ax.plot(steps, [r if r is not None else float("nan") for r in rand], "s--", color="grey",
+            label="F of random edge sets of that size (mean)")
+    undefined = [s for s, r in zip(steps, rows) if not r["faithfulness_defined"]]
+    if undefined:
+        ax.plot(undefined, [0] * len(undefined), "x", color="tab:red",
+                label=f"no effect to explain (|m_clean - m_corrupt| < min_effect)")
+    ax.set_ylabel("fraction / faithfulness")
+    ax.set_title(f"circuit size ({summary['n_edges']} edges in the graph)")
+    mark_timeline(ax, summary)
+
+    ax = axes[2]
+    ax.plot(steps, [r["jaccard_with_final"] if r["jaccard_with_final"] is not None else float("nan") for r in rows],
+            "o-", color="tab:brown", label="Jaccard overlap with the final circuit")
+    ax.plot(steps, [r["hit10_circuit_over_full"] if r["hit10_circuit_over_full"] is not None else float("nan")
+                    for r in rows], "^-", color="tab:cyan", label="Hit@10 of the circuit / full model")
+    ax.set_ylim(-0.02, 1.1)
+    ax.set_title("circuit against the final one")
+    mark_timeline(ax, summary)
+
+    ax = axes[3]
+    ax.plot(steps, [r["name_to_last_edges"] if r["name_to_last_edges"] is not None else float("nan") for r in rows],
+            "o-", color="tab:olive", label="circuit edges moving the name to the last position")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("edges")
+    ax.set_title("name -> last-position edges (key/value inputs, >= 50% attribution at the name)")
+    mark_timeline(ax, summary)
+    fig.suptitle(f"knowledge circuits over training\n{title}", fontsize=10)
+    return save_figure(fig, path)
