@@ -1,0 +1,1 @@
+"""Interpretability on trained biolab models: prompts, scores, circuits (SPEC section 9)."""
