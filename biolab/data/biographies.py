@@ -52,6 +52,11 @@ class BiographyBuilder:
     def _value_tokens(self, pools: Pools, attribute: str) -> list[list[int]]:
         return [self.tokenizer.encode(v) for v in pools.values(attribute)]
 
+    def name_ids(self, population: Population, person: int) -> list[int]:
+        """Token ids of a person's full name: always 3, since every name part is one word token."""
+        first, middle, last = population.names[person]
+        return [self.given_ids[first], self.given_ids[middle], self.surname_ids[last]]
+
     def build(self, population: Population, people: np.ndarray, templates: np.ndarray,
               order: np.ndarray, with_roles: bool = False) -> list[tuple[list[int], ...]]:
         """people [batch], templates [batch, attrs] (template index 0-24), order [batch, attrs].
@@ -62,8 +67,7 @@ class BiographyBuilder:
         bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
         out = []
         for b, person in enumerate(people):
-            first, middle, last = population.names[person]
-            name = [self.given_ids[first], self.given_ids[middle], self.surname_ids[last]]
+            name = self.name_ids(population, person)
             ids, attr_of = [bos], [-1]
             role, sentence = [ROLE_OTHER], [-1]
             for s, a in enumerate(order[b]):

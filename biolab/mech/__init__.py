@@ -1,3 +1,14 @@
-"""Mechanistic analysis of biolab checkpoints (SPEC section 9): circuits, overshadowing, neurons,
-entity directions, and export to TransformerLens (export.py). Needs the `mech` extra:
-pip install -e ".[mech]"."""
+"""Mechanistic analysis of biolab snapshots (SPEC section 9), run through the one run loader (biolab.runs).
+
+    prompts.py   attribute-recall prompts and their counterfactual counterparts (PromptSet)
+    scoring.py   logit difference, ranks, Hit@k, whole-value ranks, prompt accuracy, a seeded sampler
+    graph.py     the edge graph; edge patching, EAP, EAP-IG, exact single-edge patching
+    circuits.py  one snapshot's knowledge circuit: faithfulness against budget, random controls, head roles
+    circuits_study.py, track.py, plots.py   the same over every snapshot of a run, its table and timeline
+    export.py    a TransformerLens HookedTransformer of any snapshot
+
+    python -m biolab.mech circuits RUN_DIR        # writes RUN_DIR/mech/circuits/
+    python -m biolab.mech export RUN_DIR step=K   # writes RUN_DIR/mech/export/step_<K>/
+
+Needs the `mech` extra (pip install -e ".[mech]"; the dev extra includes it).
+"""
