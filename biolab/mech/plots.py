@@ -55,7 +55,7 @@ def plot_circuit_timeline(summary: dict, metrics: list[dict], path: str | Path, 
     undefined = [s for s, r in zip(steps, rows) if not r["faithfulness_defined"]]
     if undefined:
         ax.plot(undefined, [0] * len(undefined), "x", color="tab:red",
-                label=f"no effect to explain (|m_clean - m_corrupt| < min_effect)")
+                label="no effect to explain (|m_clean - m_corrupt| < min_effect)")
     ax.set_ylabel("fraction / faithfulness")
     ax.set_title(f"circuit size ({summary['n_edges']} edges in the graph)")
     mark_timeline(ax, summary)

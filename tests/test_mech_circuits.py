@@ -1,0 +1,164 @@
+"""Knowledge circuits (biolab.mech.graph, circuits, circuits_study, the command line): edge patching is
+exact at its ends, EAP is exact to first order, the study runs on a run directory and resumes, bad input
+is one line and exit code 2."""
+
+import json
+
+import pytest
+import torch
+
+from biolab.mech.__main__ import main as mech_main
+from biolab.mech.circuits import CircuitOptions, analyse_circuits, logit_diff_metric, spearman
+from biolab.mech.graph import (Graph, _Patcher, ablated_outputs, attribute, exact_patching, node_outputs,
+                               patched_logits)
+from biolab.mech.prompts import corrupt, recall_prompts
+from biolab.model import Transformer, TransformerConfig
+from biolab.train import train
+
+from conftest import make_cfg, small_dm
+
+
+@pytest.fixture(scope="module")
+def setting():
+    dm = small_dm()
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=dm.vocab_size, n_layers=2, n_heads=2, d_model=32, d_mlp=64,
+                                          max_seq_len=64)).eval().requires_grad_(False)
+    clean = recall_prompts(dm, "seen", n=4)
+    return model, clean, corrupt(clean, dm)
+
+
+def test_edge_counts_match_the_usual_graph():
+    for layers, heads, edges in ((8, 8, 6637), (4, 4, 479), (1, 1, 6)):
+        assert Graph(layers, heads).n_edges == edges
+    graph = Graph(2, 2)
+    assert graph.valid.sum(0).tolist()[graph.downstream.index("a1.h0.q")] == 1 + 2 + 1  # input, a0.h0-1, m0
+
+
+@pytest.mark.parametrize("ablation", ["counterfactual", "mean", "zero"])
+def test_keeping_every_edge_gives_the_clean_logits_and_none_the_ablated_run(setting, ablation):
+    model, clean, corrupted = setting
+    graph = Graph.of(model)
+    ablated = ablated_outputs(model, graph, clean.tokens, corrupted.tokens, ablation, clean.template)
+    with torch.no_grad():
+        everything = patched_logits(model, graph, clean.tokens, ablated, torch.ones(graph.n_edges, dtype=torch.bool))
+        nothing = patched_logits(model, graph, clean.tokens, ablated, torch.zeros(graph.n_edges, dtype=torch.bool))
+        torch.testing.assert_close(everything, model(clean.tokens), rtol=0, atol=1e-5)
+        if ablation == "counterfactual":
+            torch.testing.assert_close(nothing, model(corrupted.tokens), rtol=0, atol=1e-5)
+        else:  # the logits read only the ablated residual: unembed(ln_final(sum of ablated outputs))
+            final = ablated.sum(0)
+            torch.testing.assert_close(nothing, model.unembed(model.ln_final(final)), rtol=0, atol=1e-5)
+        assert not torch.allclose(everything, nothing, atol=1e-3)
+
+
+def test_removing_one_edge_changes_only_its_downstream_input(setting):
+    model, clean, corrupted = setting
+    graph = Graph.of(model)
+    ablated = ablated_outputs(model, graph, clean.tokens, corrupted.tokens, "counterfactual")
+    keep = torch.ones(graph.n_edges, dtype=torch.bool)
+    edge = graph.edge_names().index("input->m1")
+    keep[edge] = False
+    seen = {}  # the inputs of the unpatched forward
+    with model.analysis_hooks(), torch.no_grad():
+        model.run_with_hooks(clean.tokens, fwd_hooks=[(lambda n: "mlp_in" in n or "q_input" in n,
+                                                       lambda x, hook: seen.setdefault(hook.name, x.clone()))])
+    # the patched forward: m1's input moves by (corrupted - clean) embedding, everything before m1 is unchanged
+    outputs = node_outputs(model, graph, clean.tokens)
+    captured = {}
+    patcher = _Patcher(graph, ablated, graph.to_matrix((~keep).float()))
+    hooks = patcher.hooks() + [(name, lambda x, hook: captured.setdefault(hook.name, x.clone()))
+                               for name in ("blocks.0.hook_mlp_in", "blocks.1.hook_q_input", "blocks.1.hook_mlp_in")]
+    with model.analysis_hooks(), torch.no_grad():
+        model.run_with_hooks(clean.tokens, fwd_hooks=hooks)
+    torch.testing.assert_close(captured["blocks.0.hook_mlp_in"], seen["blocks.0.hook_mlp_in"])
+    torch.testing.assert_close(captured["blocks.1.hook_q_input"], seen["blocks.1.hook_q_input"])
+    expected = seen["blocks.1.hook_mlp_in"] + ablated[0] - outputs[0]
+    torch.testing.assert_close(captured["blocks.1.hook_mlp_in"], expected, rtol=0, atol=1e-5)
+
+
+def test_eap_equals_exact_patching_to_first_order(setting):
+    """With ablated outputs a tiny step from the clean ones, removing an edge changes the metric by the
+    gradient times that step: EAP must match exact patching edge by edge."""
+    model, clean, corrupted = setting
+    graph = Graph.of(model)
+    metric = logit_diff_metric(clean, corrupted)
+    outputs = node_outputs(model, graph, clean.tokens)
+    ablated = outputs + 1e-3 * torch.randn(outputs.shape, generator=torch.Generator().manual_seed(0))
+    eap = attribute(model, graph, clean.tokens, ablated, metric, ig_steps=0)
+    exact = exact_patching(model, graph, clean.tokens, ablated, metric)
+    assert exact.abs().max() > 1e-4  # the step is large enough to measure
+    torch.testing.assert_close(eap, exact, rtol=0, atol=2e-2 * exact.abs().max().item())
+    assert spearman(eap, exact) > 0.99
+    assert spearman(eap, -exact) < 0  # the comparison can fail
+
+
+def test_eap_ig_tracks_exact_patching_on_counterfactual_prompts(setting):
+    model, clean, corrupted = setting
+    result = analyse_circuits(model, clean, corrupted, CircuitOptions(ig_steps=8, random_sets=3, min_effect=0.0,
+                                                                      exact=True, exact_ablations=("counterfactual",)))
+    assert result["exact"]["counterfactual"]["eap_ig_vs_exact_spearman"] > 0.8
+    fractions = [point["fraction"] for point in result["faithfulness_curve"]]
+    assert fractions == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+    assert all(len(point) == 6 for point in result["faithfulness_curve"])
+    assert len(result["edge_order"]) == Graph.of(model).n_edges
+    to_name = torch.tensor(result["heads"]["to_name"])
+    to_relation = torch.tensor(result["heads"]["to_relation"])
+    assert ((to_name + to_relation) <= 1 + 1e-5).all() and (to_name >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("mech") / "run"
+    train(make_cfg(run_dir, "experiment=tiny", "callbacks=trajectory", "callbacks.trajectory.steps=[0,10]"))
+    return run_dir
+
+
+def test_circuits_command_writes_the_timeline_and_resumes(tiny_run, capsys):
+    args = ["circuits", str(tiny_run), "prompts_per_attribute=3", "random_sets=2", "ig_steps=2", "min_effect=0"]
+    assert mech_main(args) == 0
+    out_dir = tiny_run / "mech" / "circuits"
+    summary = json.loads((out_dir / "summary.json").read_text())
+    for key in ("eap_ig_vs_exact_spearman", "edges_for_faithfulness_0.7", "random_faithfulness_at_that_budget",
+                "hit10_circuit_over_full", "plateau_end_step", "acc_1pct_step", "circuit_onset", "per_step"):
+        assert key in summary
+    assert [row["step"] for row in summary["per_step"]] == [0, 10, 20]
+    assert summary["eap_ig_vs_exact_spearman"] is not None  # exact patching ran at the final step
+    assert (out_dir / "timeline.png").stat().st_size > 10_000
+    assert (out_dir / "table.csv").read_text().count("\n") == 4
+    written = {p.name: p.stat().st_mtime_ns for p in (out_dir / "steps").iterdir()}
+    (out_dir / "steps" / "step_10.json").unlink()
+    capsys.readouterr()
+    assert mech_main(args) == 0
+    log = capsys.readouterr().out
+    assert "step 10:" in log and "step 0:" not in log and "step 20:" not in log  # only the missing step ran
+    assert (out_dir / "steps" / "step_0.json").stat().st_mtime_ns == written["step_0.json"]
+    assert mech_main([*args[:-1], "min_effect=1"]) == 2  # other options: refused, not mixed
+    assert "other options" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["circuits", "/nonexistent/run"], "run directory not found"),
+    (["wiring", "RUN"], "unknown analysis 'wiring'"),
+    (["circuits", "RUN", "steps=[5]"], "no snapshot at step 5"),
+    (["circuits", "RUN", "budget=3"], "unknown option 'budget'"),
+    (["circuits", "RUN", "ablation=resample"], "ablation must be one of"),
+    (["export", "RUN", "step=7"], "no snapshot at step 7"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tiny_run, capsys, args, message):
+    args = [str(tiny_run) if a == "RUN" else a for a in args]
+    assert mech_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_export_command_writes_a_loadable_hooked_transformer(tiny_run):
+    pytest.importorskip("transformer_lens")
+    from biolab.mech.export import load_export
+    from biolab.runs import load_run
+
+    assert mech_main(["export", str(tiny_run), "step=10"]) == 0
+    hooked = load_export(tiny_run / "mech" / "export" / "step_10")
+    tokens = recall_prompts(load_run(tiny_run).datamodule(), "seen", n=2).tokens
+    with torch.no_grad():
+        torch.testing.assert_close(hooked(tokens), load_run(tiny_run).model(10)(tokens), rtol=0, atol=1e-4)
