@@ -57,7 +57,8 @@ class BioLitModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten(), ignore_index=IGNORE_INDEX)
-        self.log("train/loss", loss, prog_bar=True)
+        # progress bar only: the Evaluator logs train/loss (mean since the last evaluation) at evaluation steps
+        self.log("train/loss", loss, prog_bar=True, logger=False)
         return loss
 
     @torch.no_grad()

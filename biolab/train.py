@@ -36,9 +36,11 @@ from biolab.io import atomic_write_text, write_json
 from biolab.phases import phase_summary
 from biolab.plots import attention_layers, plot_attention, plot_learning_curves
 from biolab.runs import build_datamodule, load_checkpoint, model_config
+from biolab.tracking import finish_loggers, make_loggers, quiet_third_party_logs
 
 # Lightning 2.6 with torch 2.13 warns on every fit about its own use of a deprecated torch API
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+quiet_third_party_logs()  # Lightning's advertising tips and absent-accelerator lines
 
 # keys that may differ between the first launch and a resume of the same run
 RESUME_FREE_KEYS = {"run_dir", "ckpt_path", "trainer.enable_progress_bar", "callbacks.evaluator.print_every",
@@ -207,7 +209,7 @@ def train(cfg: DictConfig) -> dict:
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
         every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=False)
-    loggers = [instantiate(c, save_dir=str(run_dir)) for c in (cfg.get("logger") or {}).values()]
+    loggers = make_loggers(cfg.get("logger"), run_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, checkpointing], logger=loggers or False,
                                      default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -230,6 +232,7 @@ def train(cfg: DictConfig) -> dict:
     if finetuning:
         from biolab.analysis.finetune import plot_finetune_run
         plot_finetune_run(run_dir)
+    finish_loggers(trainer.loggers, summary, run_dir)  # wandb: summary, figures, finish
     print(f"finished: attr loss {summary['attr_loss']:.4f} (baseline {summary['no_knowledge_baseline']:.3f}), "
           f"attr acc {summary['attr_acc']:.3f}, plateau end {summary['plateau_end_step']}, "
           f"{summary['train_tokens_per_s']:,.0f} train tok/s\nrun directory: {run_dir}", flush=True)
