@@ -59,8 +59,9 @@ class Oracle(nn.Module):
 
 
 class Bigram(nn.Module):
-    """logits[b, j] = (A[tokens[b, j]] + C[tokens[b, 1]]) @ B + boost[tokens[b, j]]: depends on the previous
-    token and the first name; boost(prompts) raises each prompt's right first token after its last token."""
+    """logits[b, j] = (A[tokens[b, j]] + C[tokens[b, 1]]) @ B + bonus[tokens[b, j]]: depends on the previous
+    token and the first name; boost(prompts) makes each prompt's right first token near-certain and its
+    next tokens likelier (a peaked model, for which value_ranks skips most candidates)."""
 
     def __init__(self, vocab, rank=8, seed=0, scale=1.0):
         super().__init__()
@@ -69,8 +70,11 @@ class Bigram(nn.Module):
                                   for s in ((vocab, rank), (vocab, rank), (rank, vocab)))
         self.register_buffer("bonus", torch.zeros(vocab, vocab))
 
-    def boost(self, prompts, amount=60.0):
-        self.bonus[prompts.tokens[torch.arange(len(prompts)), prompts.last], prompts.answer_first] = amount
+    def boost(self, prompts, first=60.0, rest=6.0):
+        self.bonus[prompts.tokens[torch.arange(len(prompts)), prompts.last], prompts.answer_first] = first
+        for i in range(len(prompts)):
+            for j in range(1, int(prompts.answer_len[i])):
+                self.bonus[prompts.answer[i, j - 1], prompts.answer[i, j]] += rest
         return self
 
     def forward(self, tokens):
@@ -229,12 +233,14 @@ def test_answer_logits_are_the_last_positions_logits(dm):
 
 
 # ---- whole-value ranks ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("peaked", [True, False])
-def test_value_ranks_match_brute_force_scoring(dm, peaked, monkeypatch):
+@pytest.mark.parametrize("kind", ["peaked", "unsure_first", "flat"])
+def test_value_ranks_match_brute_force_scoring(dm, kind, monkeypatch):
     prompts = recall_prompts(dm, n=2, attributes=["university", "birth_date", "birth_city"], seed=5)
-    model = Bigram(dm.vocab_size, scale=1.0 if peaked else 0.05)
-    if peaked:   # the right first token is certain: candidates with another first token get skipped
+    model = Bigram(dm.vocab_size, scale=1.0 if kind == "peaked" else 0.05)
+    if kind == "peaked":          # other months, and most days of the right month, get skipped
         model.boost(prompts)
+    if kind == "unsure_first":    # first tokens nearly tied, the rest of each right value near-certain:
+        model.boost(prompts, first=0.0, rest=60.0)   # skipping a row too eagerly would change ranks
     rows = []
     real_logits_at = scoring.logits_at
     monkeypatch.setattr(scoring, "logits_at", lambda m, t, *args: rows.append(len(t)) or real_logits_at(m, t, *args))
@@ -243,9 +249,15 @@ def test_value_ranks_match_brute_force_scoring(dm, peaked, monkeypatch):
     expected = [model.brute_force_rank(dm, prompts, i) for i in range(len(prompts))]
     assert ranks.tolist() == expected
     assert len(set(expected)) > 1                                  # the check is not vacuous
-    if peaked:   # skipping saves work and changes no rank
-        assert torch.equal(value_ranks(model, prompts, dm, max_rows=300, prune=False), ranks)
-        assert pruned_rows < sum(rows) / 3
+    rows[:] = []
+    assert torch.equal(value_ranks(model, prompts, dm, max_rows=300, prune=False), ranks)
+    unpruned_rows, rows[:] = sum(rows), []
+    if kind == "peaked":          # skipping saves most of the work
+        assert pruned_rows < unpruned_rows / 5
+    # capped ranks: exact below the cap, and prompts stop once the cap is reached
+    assert torch.equal(value_ranks(model, prompts, dm, max_rows=64, max_rank=100), ranks.clamp(max=100))
+    if kind == "flat":
+        assert sum(rows) < pruned_rows / 3
 
 
 def test_value_ranks_of_an_oracle_are_zero(dm):

@@ -22,10 +22,12 @@ teacher-forced log-probability among all values of the pool for universities (ma
 "University") and birth dates (the month comes first). value_ranks is exact over the whole pool,
 all 201 x 12 x 31 = 74,772 birth dates included, not a sample of it: values that share their leading
 tokens share one forward pass (every date's probability comes from the 372 sequences prompt + month +
-day + ","), and a sequence is skipped when its first token is already less likely than the whole right
-value (such values cannot outrank it). Without a KV cache the prompt is recomputed for every such
-sequence, so the cost is at most (candidate sequences + 1) forward passes per prompt: 373 for dates and
-126 for universities (fewer once the model is confident).
+day + ","), and a sequence is skipped when the tokens all its values share are already less likely
+than the whole right value (such values cannot outrank it; months are checked before month-days).
+Without a KV cache the prompt is recomputed for every sequence, so a prompt costs at most 1 + 12 + 372
+sequences for dates and about 126 for universities; a confident model needs a few. hits() only needs
+ranks below max(k): value_ranks(max_rank=10) stops a prompt once 10 values beat it, which makes
+wrongly answered prompts (held-out people) cheap as well.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class CandidatePlan:
     continuations: torch.Tensor  # [rows, width - 1] longest value prefixes v[:-1] to append to a prompt, <pad> after
     by_row: torch.Tensor         # [multi-token values] value indices sorted by row
     row_start: torch.Tensor      # [rows + 1] by_row[row_start[r]:row_start[r + 1]] are the values of row r
+    shared: torch.Tensor         # [rows] how many leading tokens of its row every value of the row starts with
 
     def values_of(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """rows [b] -> (which of the b rows [m], value index [m]) for every value scored in those rows."""
@@ -147,11 +150,14 @@ def candidate_plan(values: list[list[int]], pad_id: int) -> CandidatePlan:
             row_of.setdefault(p[:k], r)
     row = np.array([row_of[tuple(values[i][:-1])] for i in multi], dtype=np.int64)
     order = np.argsort(row, kind="stable")
+    shared = np.full(len(longest), width, dtype=np.int64)
+    np.minimum.at(shared, row, [len(values[i]) - 1 for i in multi])
     continuations = np.array([list(p) + [pad_id] * (width - 1 - len(p)) for p in longest], dtype=np.int64)
     return CandidatePlan(tokens=torch.from_numpy(tokens),
                          continuations=torch.from_numpy(continuations.reshape(len(longest), width - 1)),
                          by_row=torch.from_numpy(np.array(multi, dtype=np.int64)[order]),
-                         row_start=torch.from_numpy(np.searchsorted(row[order], np.arange(len(longest) + 1))))
+                         row_start=torch.from_numpy(np.searchsorted(row[order], np.arange(len(longest) + 1))),
+                         shared=torch.from_numpy(shared))
 
 
 def _value_log_probs(logits: torch.Tensor, which: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -164,50 +170,118 @@ def _value_log_probs(logits: torch.Tensor, which: torch.Tensor, tokens: torch.Te
     return picked.masked_fill(tokens < 0, 0.0).sum(-1).cpu()
 
 
-def value_log_probs(model: nn.Module, prefixes: torch.Tensor, right: torch.Tensor, plan: CandidatePlan,
-                    pad_id: int, max_rows: int = MAX_ROWS, prune: bool = True) -> torch.Tensor:
-    """prefixes [g, length] prompts of one length (up to their last token), right [g] right value index ->
-    [g, values] teacher-forced log-probability of every value of the plan; -inf for values skipped because
-    they cannot score as high as the right value (prune: their first token alone is already less likely)."""
+def _rows_worth_running(model: nn.Module, prefixes: torch.Tensor, plan: CandidatePlan, first: torch.Tensor,
+                        best: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([g, rows] bool, [g, rows] bound): the candidate rows that may hold a value at least as likely as the
+    right one (best [g]), and each row's upper bound on the log-probability of its values.
+
+    A row's bound is the log-probability of the leading tokens that all its values share: log-probabilities
+    only fall as tokens are added, so a row whose bound is below best holds no value that outranks the
+    right one. The bound starts at the first token (first [g, vocab]) and is deepened one token at a time
+    while the distinct prefixes to run for it are few (at most a quarter of the rows still alive), e.g.
+    the 12 months (prompt + month) before the 372 month-day rows of the dates.
+    """
+    continuations, shared = plan.continuations, plan.shared                           # [rows, extra], [rows]
+    bound = first[:, continuations[:, 0]]                                              # [g, rows]
+    alive = bound >= best[:, None] - TOLERANCE
+    for depth in range(1, continuations.shape[1]):
+        deeper = alive & (shared > depth)                                              # rows to extend by one token
+        pair_prompt, pair_row = deeper.nonzero().unbind(1)                             # [pairs]
+        keys, key_of = torch.unique(torch.cat([pair_prompt[:, None], continuations[pair_row, :depth]], 1),
+                                    dim=0, return_inverse=True)                        # [k, 1 + depth], [pairs]
+        if len(keys) == 0 or len(keys) > alive.sum() / 4:
+            break
+        seqs = torch.cat([prefixes[keys[:, 0]], keys[:, 1:]], 1)                       # [k, length + depth]
+        where = torch.full((len(keys), 1), seqs.shape[1] - 1)
+        logp = torch.cat([logits[:, 0].log_softmax(-1).cpu() for _, logits in logits_at(model, seqs, where, max_rows)])
+        bound[pair_prompt, pair_row] += logp[key_of, continuations[pair_row, depth]]
+        alive &= bound >= best[:, None] - TOLERANCE
+    return alive, bound
+
+
+def _right_value(model: nn.Module, prefixes: torch.Tensor, answer: torch.Tensor, pad_id: int,
+                 max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """prefixes [g, length], answer [g, width] right value tokens (-1 padded), teacher-forced ->
+    (first-token log-probs [g, vocab], the right value's log-probability [g])."""
     g, length = prefixes.shape
-    width = plan.tokens.shape[1]
-    step = torch.arange(width)
-    # 1. the right value, teacher-forced: the first-token log-probs [g, vocab] and the score to beat [g]
-    answer = plan.tokens[right]                                                        # [g, width]
+    width = answer.shape[1]
     seqs = torch.cat([prefixes, torch.where(answer[:, :-1] >= 0, answer[:, :-1], pad_id)], 1)
     first, best = [], []
-    for rows, logits in logits_at(model, seqs, (length - 1 + step).expand(g, width), max_rows):
+    for rows, logits in logits_at(model, seqs, (length - 1 + torch.arange(width)).expand(g, width), max_rows):
         first.append(logits[:, 0].log_softmax(-1).cpu())
         best.append(_value_log_probs(logits, torch.arange(len(logits)), answer[rows]))
-    first, best = torch.cat(first), torch.cat(best)
+    return torch.cat(first), torch.cat(best)
+
+
+def _likeliest_first(pair_prompt: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Order of (prompt, row) pairs: every prompt's likeliest row (highest bound [pairs]), then every
+    prompt's second likeliest, and so on, so that each batch advances all prompts."""
+    by_bound = bound.argsort(descending=True, stable=True)
+    by_prompt = by_bound[pair_prompt[by_bound].argsort(stable=True)]                 # prompt, then bound
+    group_start = torch.searchsorted(pair_prompt[by_prompt], pair_prompt[by_prompt], right=False)
+    turn = torch.empty_like(pair_prompt)
+    turn[by_prompt] = torch.arange(len(by_prompt)) - group_start                       # place within its prompt
+    return turn.argsort(stable=True)
+
+
+def value_log_probs(model: nn.Module, prefixes: torch.Tensor, right: torch.Tensor, plan: CandidatePlan,
+                    pad_id: int, max_rows: int = MAX_ROWS, prune: bool = True,
+                    max_rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """prefixes [g, length] prompts of one length (up to their last token), right [g] right value index ->
+    (scores [g, values], beaten [g] bool): the teacher-forced log-probability of every value of the plan, or
+    -inf where it was not needed: values that cannot be as likely as the right one (prune), and, with
+    max_rank, values left once max_rank values clearly likelier than the right one were found (beaten)."""
+    g, length = prefixes.shape
+    width = plan.tokens.shape[1]
+    first, best = _right_value(model, prefixes, plan.tokens[right], pad_id, max_rows)  # [g, vocab], [g]
     scores = first[:, plan.tokens[:, 0]]                                               # single-token values: done
     scores[:, plan.by_row] = float("-inf")
-    # 2. multi-token values, one row per (prompt, longest prefix) whose first token is likely enough
-    keep = first[:, plan.continuations[:, 0]] >= best[:, None] - TOLERANCE if prune else \
-        torch.ones(g, len(plan.continuations), dtype=torch.bool)                      # [g, rows]
+    ahead = (scores >= best[:, None] + TOLERANCE).sum(1)                               # [g] clearly likelier values
+    # multi-token values: one row per (prompt, longest prefix) that may hold a value as likely as the right one
+    if prune:
+        keep, bound = _rows_worth_running(model, prefixes, plan, first, best, max_rows)   # [g, rows] twice
+    else:
+        keep, bound = torch.ones(g, len(plan.continuations), dtype=torch.bool), first[:, plan.continuations[:, 0]]
     pair_prompt, pair_row = keep.nonzero().unbind(1)                                   # [pairs]
-    seqs = torch.cat([prefixes[pair_prompt], plan.continuations[pair_row]], 1)         # [pairs, length + width - 1]
-    for rows, logits in logits_at(model, seqs, (length - 1 + step).expand(len(seqs), width), max_rows):
-        which, value = plan.values_of(pair_row[rows])                                  # [m], [m]
-        scores[pair_prompt[rows][which], value] = _value_log_probs(logits, which, plan.tokens[value])
-    return scores
+    pending = _likeliest_first(pair_prompt, bound[pair_prompt, pair_row])              # [pairs] order to run
+    positions = (length - 1 + torch.arange(width)).expand(max_rows, width)
+    while len(pending):
+        if max_rank is not None:
+            pending = pending[ahead[pair_prompt[pending]] < max_rank]                  # drop beaten prompts
+        batch, pending = pending[:max_rows], pending[max_rows:]
+        prompt, row = pair_prompt[batch], pair_row[batch]                              # [b], [b]
+        seqs = torch.cat([prefixes[prompt], plan.continuations[row]], 1)               # [b, length + width - 1]
+        for _, logits in logits_at(model, seqs, positions[:len(seqs)], max_rows):     # one batch: [b, width, vocab]
+            which, value = plan.values_of(row)                                         # [m], [m]
+            score = _value_log_probs(logits, which, plan.tokens[value])                # [m]
+            scores[prompt[which], value] = score
+            ahead.index_add_(0, prompt[which], (score >= best[prompt[which]] + TOLERANCE).long())
+    beaten = ahead >= max_rank if max_rank is not None else torch.zeros(g, dtype=torch.bool)
+    return scores, beaten
 
 
-def value_ranks(model: nn.Module, prompts: PromptSet, dm, max_rows: int = MAX_ROWS, prune: bool = True) -> torch.Tensor:
+def value_ranks(model: nn.Module, prompts: PromptSet, dm, max_rows: int = MAX_ROWS, prune: bool = True,
+                max_rank: int | None = None) -> torch.Tensor:
     """[n] rank (0 = best, ties against) of the right value's teacher-forced log-probability among ALL
-    values of its attribute's pool (74,772 for birth dates), exactly. Prompts are grouped by
-    (attribute, length) so that the candidates' forward passes need no padding of the prompt; a
-    candidate row is skipped when its first token is already less likely than the whole right value
-    (log-probabilities only fall as tokens are added), which keeps the rank exact."""
+    values of its attribute's pool (74,772 for birth dates), exactly; with max_rank, ranks from max_rank
+    on are reported as max_rank, and a prompt stops as soon as max_rank values beat it (hits() passes
+    max(k): the held-out people's dates then cost a few rows instead of 373).
+
+    Prompts are grouped by (attribute, length) so that the candidates' forward passes need no padding
+    of the prompt; a candidate row is skipped when the tokens all its values share are already less
+    likely than the whole right value (log-probabilities only fall as tokens are added).
+    """
     ranks = torch.empty(len(prompts), dtype=torch.long)
     attribute, last, value = prompts.attribute.cpu(), prompts.last.cpu(), prompts.value.cpu()
     for a in attribute.unique().tolist():
         plan = candidate_plan(dm.builder.value_ids[a], dm.tokenizer.pad_id)
         for end in last[attribute == a].unique().tolist():
             idx = ((attribute == a) & (last == end)).nonzero()[:, 0]                  # [g]
-            scores = value_log_probs(model, prompts.tokens.cpu()[idx, :end + 1], value[idx], plan,
-                                     dm.tokenizer.pad_id, max_rows, prune)             # [g, values]
+            scores, beaten = value_log_probs(model, prompts.tokens.cpu()[idx, :end + 1], value[idx], plan,
+                                             dm.tokenizer.pad_id, max_rows, prune, max_rank)   # [g, values], [g]
             ranks[idx] = rank_of(scores, value[idx])
+            if max_rank is not None:
+                ranks[idx] = torch.where(beaten, max_rank, ranks[idx].clamp(max=max_rank))
     return ranks.to(prompts.tokens.device)
 
 
@@ -217,21 +291,23 @@ def rank_method(attribute: str) -> str:
     return "value_rank" if attribute in VALUE_RANK_ATTRIBUTES else "first_token"
 
 
-def recall_ranks(model: nn.Module, prompts: PromptSet, dm) -> torch.Tensor:
-    """[n] each prompt's rank under its attribute's rank_method (per prompt, e.g. for bootstrap intervals)."""
+def recall_ranks(model: nn.Module, prompts: PromptSet, dm, max_rank: int | None = None) -> torch.Tensor:
+    """[n] each prompt's rank under its attribute's rank_method (per prompt, e.g. for bootstrap intervals);
+    with max_rank, ranks from max_rank on are reported as max_rank (much cheaper for value ranks)."""
     ranks = first_token_rank(answer_logits(model, prompts), prompts).cpu()
     attribute = prompts.attribute.cpu()
     for a in attribute.unique().tolist():
         if rank_method(dm.attributes[a]) == "value_rank":
             mask = attribute == a
-            ranks[mask] = value_ranks(model, prompts.subset(mask.to(prompts.tokens.device)), dm).cpu()
-    return ranks
+            part = prompts.subset(mask.to(prompts.tokens.device))
+            ranks[mask] = value_ranks(model, part, dm, max_rank=max_rank).cpu()
+    return ranks if max_rank is None else ranks.clamp(max=max_rank)
 
 
 def hits(model: nn.Module, prompts: PromptSet, dm, k=(1, 10)) -> dict:
     """{"overall": {"hit@1": .., "hit@10": .., "n": ..}, "<attribute>": {.., "method": "first_token" or
     "value_rank"}}: Hit@k overall and per attribute, each attribute scored by its rank_method."""
-    ranks = recall_ranks(model, prompts, dm)
+    ranks = recall_ranks(model, prompts, dm, max_rank=max(k))      # Hit@k needs no rank beyond max(k)
     attribute = prompts.attribute.cpu()
 
     def summary(mask: torch.Tensor) -> dict:
@@ -323,7 +399,7 @@ def answers_correct(samples: torch.Tensor, prompts: PromptSet) -> torch.Tensor:
     """samples [n, n_samples, new] -> [n, n_samples] bool: the sample is the full right value, ended (the
     next sampled token, where one was sampled, is the sentence's answer_end "."), so "Washington" is not
     taken for a right "Washington University" nor the reverse."""
-    n, n_samples, new = samples.shape
+    n, _, new = samples.shape
     device = samples.device
     length = prompts.answer_len.to(device)[:, None]                       # [n, 1]
     step = torch.arange(new, device=device)[None]                         # [1, new]
