@@ -134,7 +134,7 @@ def test_circuits_command_writes_the_timeline_and_resumes(tiny_run, capsys):
     capsys.readouterr()
     assert mech_main(args) == 0
     log = capsys.readouterr().out
-    assert "step 10:" in log and "step 0:" not in log and "step 20:" not in log  # only the missing step ran
+    assert "] step 10:" in log and "] step 0:" not in log and "] step 20:" not in log  # only the missing step ran
     assert (out_dir / "steps" / "step_0.json").stat().st_mtime_ns == written["step_0.json"]
     assert mech_main([*args[:-1], "min_effect=1"]) == 2  # other options: refused, not mixed
     assert "other options" in capsys.readouterr().err
