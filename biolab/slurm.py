@@ -124,7 +124,7 @@ class SlurmWatch(Callback):
         suspect: dict[str, float] = {}  # job id -> when it was first seen without a future
         while not self._stop.wait(self.poll_s):
             waiting = {job: d for job, d in _submitted(folder).items()
-                       if job not in earlier and not _results(job, d, tasks, all)}
+                       if job not in earlier and not _results(job, d, tasks)}
             if not waiting:
                 continue
             queue = squeue(sorted(waiting))
@@ -138,7 +138,7 @@ class SlurmWatch(Callback):
                     continue
                 message, certain = verdict
                 if not certain and (now - suspect.setdefault(job, now) < self.grace_s
-                                    or _results(job, job_dir, tasks, any)):  # the result arrived meanwhile
+                                    or _results(job, job_dir, tasks)):  # the results arrived meanwhile
                     continue
                 self._fail(job, message, certain, job_dir)
                 return
@@ -175,9 +175,9 @@ def _submitted(folder: Path) -> dict[str, Path]:
     return {path.name[: -len("_submitted.pkl")]: path.parent for path in folder.glob("**/*_submitted.pkl")}
 
 
-def _results(job: str, job_dir: Path, tasks: int, which=all) -> bool:
-    """Whether all (or any) of the job's tasks have written their submitit result file."""
-    return which((job_dir / f"{job}_{task}_result.pkl").exists() for task in range(tasks))
+def _results(job: str, job_dir: Path, tasks: int) -> bool:
+    """Whether every task of the job has written its submitit result file (submitit waits for all)."""
+    return all((job_dir / f"{job}_{task}_result.pkl").exists() for task in range(tasks))
 
 
 def squeue(jobs: list[str]) -> dict[str, tuple[str, str]] | None:

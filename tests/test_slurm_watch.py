@@ -129,6 +129,17 @@ def test_watch_stops_the_launcher_for_a_job_that_left_the_queue(fake_slurm):
         wait_for_the_watch(5)
 
 
+def test_watch_waits_for_every_task_of_a_multi_task_job(fake_slurm):
+    """slurm_ddp / slurm_cpu_ddp: submitit waits for the result of every task, so a rank that died counts."""
+    watch, config, folder, queue = fake_slurm
+    config.hydra.launcher.tasks_per_node = 2
+    watch.on_multirun_start(config)
+    submit(folder, "12", result=True)  # rank 0's result only
+    queue.write_text("12|FAILED|NonZeroExitCode\n")
+    with pytest.raises(SlurmJobError, match=r"SLURM job 12 ended \(FAILED\) without a result"):
+        wait_for_the_watch(5)
+
+
 def test_watch_leaves_running_pending_and_finished_jobs_alone(fake_slurm):
     watch, config, folder, queue = fake_slurm
     watch.on_multirun_start(config)
