@@ -250,6 +250,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         train(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        from biolab.slurm import in_submitit_job
+        if in_submitit_job():  # a job of a SLURM sweep: submitit pickles the error, the launcher raises it
+            raise
         sys.exit(2)
 
 

@@ -36,7 +36,7 @@ def compose_multirun(*overrides):
 
 
 def test_launcher_configs_exist():
-    assert LAUNCHERS == ["local", "slurm", "slurm_ddp"]
+    assert LAUNCHERS == ["local", "slurm", "slurm_cpu", "slurm_cpu_ddp", "slurm_ddp"]
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -54,16 +54,27 @@ def test_local_launcher_is_joblib_with_two_jobs():
 
 
 def test_slurm_launchers_values():
-    one = compose_multirun("experiment=paper", "hydra/launcher=slurm").hydra.launcher
-    ddp = compose_multirun("experiment=paper", "hydra/launcher=slurm_ddp").hydra.launcher
-    for launcher in (one, ddp):
+    one = compose_multirun("experiment=paper", "hydra/launcher=slurm").hydra
+    ddp = compose_multirun("experiment=paper", "hydra/launcher=slurm_ddp").hydra
+    cpu = compose_multirun("experiment=paper", "hydra/launcher=slurm_cpu").hydra
+    cpu_ddp = compose_multirun("experiment=paper", "hydra/launcher=slurm_cpu_ddp").hydra
+    for hydra_cfg in (one, ddp, cpu, cpu_ddp):
+        launcher = hydra_cfg.launcher
         assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
         assert launcher.partition is None and launcher.nodes == 1
         assert launcher.max_num_timeout > 0  # timed-out jobs are requeued (the plugin's default 0 never does)
         assert launcher.submitit_folder == "multiruns/paper/.submitit/%j"
         assert launcher.name == "biolab-paper"
-    assert (one.gpus_per_node, one.tasks_per_node) == (1, 1)
-    assert (ddp.gpus_per_node, ddp.tasks_per_node) == (4, 4)  # one DDP process per GPU
+        assert hydra_cfg.callbacks.slurm_watch._target_ == "biolab.slurm.SlurmWatch"  # no endless waits
+    assert (one.launcher.gpus_per_node, one.launcher.tasks_per_node) == (1, 1)
+    assert (ddp.launcher.gpus_per_node, ddp.launcher.tasks_per_node) == (4, 4)  # one DDP process per GPU
+    assert (cpu.launcher.gpus_per_node, cpu.launcher.tasks_per_node) == (None, 1)  # no GPU request
+    assert (cpu_ddp.launcher.gpus_per_node, cpu_ddp.launcher.tasks_per_node) == (None, 2)
+    for key in ("cpus_per_task", "mem_gb", "timeout_min", "setup"):  # the CPU resources: one place, slurm_cpu.yaml
+        assert cpu_ddp.launcher[key] == cpu.launcher[key] != one.launcher[key], key
+    overridden = compose_multirun("hydra/launcher=slurm_cpu_ddp", "hydra.launcher.cpus_per_task=1").hydra.launcher
+    assert overridden.cpus_per_task == 1 and overridden.tasks_per_node == 2
+    assert compose_multirun("hydra/launcher=local").hydra.callbacks == {}  # only the SLURM launchers watch
 
 
 def _report_threads(cfg):
@@ -110,8 +121,9 @@ class _FakeJob:
         return [None]
 
 
-@pytest.mark.parametrize("launcher,gpus", [("slurm", 1), ("slurm_ddp", 4)])
-def test_slurm_launcher_builds_the_promised_sbatch_script(tmp_path, monkeypatch, launcher, gpus):
+@pytest.mark.parametrize("launcher,gpus,tasks,cpus", [("slurm", 1, 1, 8), ("slurm_ddp", 4, 4, 8),
+                                                      ("slurm_cpu", None, 1, 4), ("slurm_cpu_ddp", None, 2, 4)])
+def test_slurm_launcher_builds_the_promised_sbatch_script(tmp_path, monkeypatch, launcher, gpus, tasks, cpus):
     """The real plugin launch(): config -> submitit executor -> sbatch text; only the submission is faked."""
     import submitit
     from submitit.slurm.slurm import SlurmJobEnvironment
@@ -148,10 +160,15 @@ def test_slurm_launcher_builds_the_promised_sbatch_script(tmp_path, monkeypatch,
     assert submitted["fn"] is plugin and hasattr(plugin, "checkpoint")  # checkpoint(): requeue the same job
     script = executor._make_submission_file_text("python -u -m submitit.core._submit FOLDER", "uid")
     flags = {line for line in script.splitlines() if line.startswith("#SBATCH")}
-    for flag in ("--partition=gpu", f"--gpus-per-node={gpus}", f"--ntasks-per-node={gpus}", "--nodes=1",
-                 "--cpus-per-task=8", "--time=240", "--job-name=biolab-paper",
+    for flag in ("--partition=gpu", f"--ntasks-per-node={tasks}", "--nodes=1", f"--cpus-per-task={cpus}",
+                 f"--time={240 if gpus else 60}", "--job-name=biolab-paper",
                  f"--signal={SlurmJobEnvironment.USR_SIG}@120"):  # submitit's requeue signal (USR2 by default)
         assert f"#SBATCH {flag}" in flags, (flag, sorted(flags))
+    if gpus:
+        assert f"#SBATCH --gpus-per-node={gpus}" in flags
+    else:  # a CPU partition: no GPU request at all, and torch uses the CPUs of the job
+        assert not [f for f in flags if f.startswith(("#SBATCH --gpu", "#SBATCH --gres"))], sorted(flags)
+        assert "# setup\nexport OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK\n" in script
     assert str(sweep_dir / ".submitit") in script
     assert "srun --unbuffered" in script
 
