@@ -21,8 +21,6 @@ match its config, a step that does not exist) is a one-line ConfigError naming i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from biolab.errors import ConfigError
 from biolab.history import history_column
-from biolab.io import read_csv
+from biolab.io import atomic_path, read_csv
 from biolab.model import Transformer, TransformerConfig
 from biolab.phases import phase_summary
 
@@ -96,19 +94,11 @@ def weights_path(run_dir: str | Path, step: int) -> Path:
 
 def save_weights(model: Transformer, path: str | Path, step: int) -> None:
     """Write model.state_dict() to a safetensors file atomically, with the config and step as metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # copies on CPU: safetensors refuses shared storage (tied embeddings) and device tensors are copied anyway
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "step": str(int(step)), "model_config": json.dumps(asdict(model.cfg))}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_metadata(path: str | Path, key: str = "reference") -> dict:
