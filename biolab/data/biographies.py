@@ -52,6 +52,12 @@ class BiographyBuilder:
     def _value_tokens(self, pools: Pools, attribute: str) -> list[list[int]]:
         return [self.tokenizer.encode(v) for v in pools.values(attribute)]
 
+    def max_length(self) -> int:
+        """Tokens of the longest biography these templates and values can make, <bos> and <eos> included."""
+        name = 3  # given name, middle name, surname: one token each
+        return 2 + sum(max(len(b) + len(m) + len(a) for b, m, a in parts) + name + max(map(len, values))
+                       for parts, values in zip(self.template_parts, self.value_ids))
+
     def build(self, population: Population, people: np.ndarray, templates: np.ndarray,
               order: np.ndarray, with_roles: bool = False) -> list[tuple[list[int], ...]]:
         """people [batch], templates [batch, attrs] (template index 0-24), order [batch, attrs].
