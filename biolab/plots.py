@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from biolab.history import history_column  # noqa: E402
-from biolab.io import read_csv  # noqa: E402
+from biolab.io import atomic_path, read_csv  # noqa: E402
 
 EVAL_SET_STYLES = (("val", "seen people, evaluation templates", "-o"),
                    ("train_templates", "seen people, training templates", "--"),
@@ -67,11 +67,14 @@ def mark_phases(ax, fall_end: int | None, plateau_end: int | None, acc_half: int
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Lay out, write and close a figure; returns the path."""
+    """Lay out, write (atomically: a kill leaves no truncated image) and close a figure; returns the path."""
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -134,6 +134,7 @@ def test_command_line_error_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "data.population_size" in result.stderr
+    assert not (tmp_path / "x").exists()  # the directory Hydra created for the refused start is gone
 
 
 ALL_OPTIONS = sorted(f"{p.parent.name}={p.stem}" for p in Path(CONF_DIR).glob("*/*.yaml"))

@@ -4,7 +4,9 @@ A sweep directory (``multiruns/<name>``, written by ``python -m biolab.train -m 
 sub-directory per job with ``.hydra/overrides.yaml``, ``config.yaml``, ``metrics.csv`` and, once
 the job has finished, ``summary.json``. ``collect_sweep`` returns one `Job` per sub-directory and
 ``write_table`` writes ``<sweep_dir>/table.csv``: one row per job, its overrides (the swept values),
-its status (finished / unfinished) and every scalar of its summary.
+its status (finished / unfinished) and every scalar of its summary. Summaries are read by the run
+loader (``biolab.runs.Run.summary``): a job stopped by hand, without summary.json, still has its
+phase milestones, computed from metrics.csv (``from_metrics: true``; it stays unfinished).
 
     python -m biolab.analysis table multiruns/population_cpu
 """
@@ -12,13 +14,14 @@ its status (finished / unfinished) and every scalar of its summary.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from biolab.errors import ConfigError
 from biolab.io import write_csv
+from biolab.runs import Run
 
 IGNORED_OVERRIDES = ("sweep", "experiment", "hydra.", "name")
 
@@ -76,12 +79,18 @@ def collect_sweep(sweep_dir: str | Path) -> list[Job]:
     for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not ((job_dir / "config.yaml").exists() or (job_dir / ".hydra").is_dir()):
             continue
-        summary_path = job_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        jobs.append(Job(job_dir, read_overrides(job_dir), summary))
+        jobs.append(Job(job_dir, read_overrides(job_dir), job_summary(job_dir)))
     if not jobs:
         raise FileNotFoundError(f"no job directories in {sweep_dir} (run the sweep first)")
     return sorted(jobs, key=_natural_order)
+
+
+def job_summary(job_dir: Path) -> dict:
+    """summary.json, else the milestones so far from metrics.csv (Run.summary), else {} (no config.yaml yet)."""
+    try:
+        return Run(job_dir).summary()
+    except ConfigError:
+        return {}
 
 
 def _natural_order(job: Job) -> tuple:

@@ -56,6 +56,11 @@ class BiographyBuilder:
         """Token ids of a person's full name: always 3, since every name part is one word token."""
         first, middle, last = population.names[person]
         return [self.given_ids[first], self.given_ids[middle], self.surname_ids[last]]
+    def max_length(self) -> int:
+        """Tokens of the longest biography these templates and values can make, <bos> and <eos> included."""
+        name = 3  # given name, middle name, surname: one token each
+        return 2 + sum(max(len(b) + len(m) + len(a) for b, m, a in parts) + name + max(map(len, values))
+                       for parts, values in zip(self.template_parts, self.value_ids))
 
     def build(self, population: Population, people: np.ndarray, templates: np.ndarray,
               order: np.ndarray, with_roles: bool = False) -> list[tuple[list[int], ...]]:

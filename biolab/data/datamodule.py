@@ -180,6 +180,16 @@ class BioDataModule(L.LightningDataModule):
         return len(self.tokenizer)
 
     @property
+    def max_input_length(self) -> int:
+        """The longest model input a biography of this data can be (tokens): model.max_seq_len must reach it."""
+        return self._builder().max_length() - 1  # the model reads a sequence without its last token
+
+    def _builder(self) -> BiographyBuilder:
+        if getattr(self, "builder", None) is None:
+            self.builder = BiographyBuilder(self.pools, self.tokenizer, self.attributes)
+        return self.builder
+
+    @property
     def baseline(self) -> float:
         return self.pools.baseline(self.attributes)
 
@@ -195,7 +205,7 @@ class BioDataModule(L.LightningDataModule):
                 self.new = make_new_population(self.pools, self.seen, self.unseen, self.n_new_people, self.seed)
                 self.train_population = concat_populations(self.seen, self.new)
             self.fingerprint = population_fingerprint(self.seen)
-            self.builder = BiographyBuilder(self.pools, self.tokenizer, self.attributes)
+            self._builder()
             self.eval_batches = {name: self._make_eval_set(name) for name in (*EVAL_SETS, NEW_SET)
                                  if self.eval_sizes[name]}
             self._ready = True
