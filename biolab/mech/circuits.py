@@ -47,6 +47,7 @@ class CircuitOptions:
     target: float = 0.7             # faithfulness the "circuit" must reach
     exact: bool = False             # exact single-edge patching (ground truth; one forward per edge)
     exact_ablations: tuple = ABLATIONS  # ablations under which exact patching is compared (when exact)
+    exact_prompts: int = 60         # exact patching (and the attribution it is compared with) on <= this many prompts
     min_effect: float = 0.5         # |m_all - m_none| below this: nothing to explain, F is not computed
     seed: int = 0
     batch_size: int = 256
@@ -163,19 +164,23 @@ def analyse_circuits(model, clean: PromptSet, corrupted: PromptSet, options: Cir
     }
     result.update(name_to_last(graph, circuit, result["name_share"]))
     if options.exact:
-        result["exact"] = exact_comparison(model, graph, clean, corrupted, metric, options, groups,
-                                           ig if options.ablation == "counterfactual" else None)
+        # every k-th prompt (all attributes and templates kept): one patched forward per edge and ablation
+        sub = torch.arange(0, len(clean), max(1, math.ceil(len(clean) / options.exact_prompts)))
+        result["exact_prompts"] = len(sub)
+        result["exact"] = exact_comparison(model, graph, clean.subset(sub), corrupted.subset(sub), options,
+                                           groups[sub])
     return result
 
 
-def exact_comparison(model, graph, clean, corrupted, metric, options, groups, ig_counterfactual=None) -> dict:
-    """Under each ablation: exact single-edge patching, and Spearman of EAP and EAP-IG with it."""
+def exact_comparison(model, graph, clean, corrupted, options, groups) -> dict:
+    """Under each ablation: exact single-edge patching, and Spearman of EAP and EAP-IG with it, on the
+    same prompts."""
+    metric = logit_diff_metric(clean, corrupted)
     out = {}
     for ablation in options.exact_ablations:
         ablated = ablated_outputs(model, graph, clean.tokens, corrupted.tokens, ablation, groups)
         exact = exact_patching(model, graph, clean.tokens, ablated, metric, options.progress)
-        ig = ig_counterfactual if ablation == "counterfactual" and ig_counterfactual is not None else \
-            attribute(model, graph, clean.tokens, ablated, metric, max(options.ig_steps, 1))
+        ig = attribute(model, graph, clean.tokens, ablated, metric, max(options.ig_steps, 1))
         eap = attribute(model, graph, clean.tokens, ablated, metric, 0)
         out[ablation] = {"exact": exact.tolist(),
                          "eap_ig_vs_exact_spearman": spearman(ig, exact),

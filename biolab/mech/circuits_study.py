@@ -15,6 +15,7 @@ counterfactual counterparts. Writes RUN_DIR/mech/circuits/ (or out=DIR):
 
 Options (key=value): prompts_per_attribute=40, ig_steps=5, random_sets=20, ablation=counterfactual,
 exact=final (exact single-edge patching under the three ablations at the last step; "none", "all"),
+exact_prompts=60 (exact patching, and the EAP / EAP-IG it is compared with, on every k-th prompt),
 steps=all (or a list such as [0,100,200]), seed=0, target=0.7, min_effect=0.5, out=DIR.
 """
 
@@ -33,7 +34,7 @@ from biolab.mech.track import track
 from biolab.runs import load_run
 
 DEFAULTS = {"prompts_per_attribute": 40, "ig_steps": 5, "random_sets": 20, "ablation": "counterfactual",
-            "exact": "final", "steps": "all", "seed": 0, "target": 0.7, "min_effect": 0.5, "out": None}
+            "exact": "final", "exact_prompts": 60, "steps": "all", "seed": 0, "target": 0.7, "min_effect": 0.5, "out": None}
 EXACT_CHOICES = ("final", "none", "all")
 SMALL_CIRCUIT = 0.10   # a circuit "appears" once <= 10% of the edges reach the target ...
 RANDOM_CEILING = 0.2   # ... while random edge sets of that size stay <= 0.2
@@ -44,7 +45,7 @@ def check_options(options: dict) -> dict:
     if unknown:
         raise ConfigError(f"unknown option {unknown[0]!r} for circuits; allowed: {', '.join(DEFAULTS)}")
     merged = {**DEFAULTS, **options}
-    for key in ("prompts_per_attribute", "random_sets"):
+    for key in ("prompts_per_attribute", "random_sets", "exact_prompts"):
         if not (isinstance(merged[key], int) and not isinstance(merged[key], bool) and merged[key] >= 1):
             raise ConfigError(f"{key} must be an integer >= 1, got {merged[key]!r}")
     if not (isinstance(merged["ig_steps"], int) and merged["ig_steps"] >= 0):
@@ -79,11 +80,16 @@ def run_circuits(run_dir: str | Path, log=print, **options) -> dict:
         f"({len(dm.attributes)} attributes, evaluation templates) -> {out_dir}")
     final = steps[-1]
 
+    def progress(done: int, total: int) -> None:
+        if done % 100 == 0 or done == total:
+            log(f"  exact patching: {done}/{total} edges")
+
     def analyse(model, step):
         exact = options["exact"] == "all" or (options["exact"] == "final" and step == final)
         circuit_options = CircuitOptions(ig_steps=options["ig_steps"], ablation=options["ablation"],
                                          random_sets=options["random_sets"], target=options["target"],
-                                         min_effect=options["min_effect"], seed=options["seed"], exact=exact)
+                                         min_effect=options["min_effect"], seed=options["seed"], exact=exact,
+                                         exact_prompts=options["exact_prompts"], progress=progress)
         result = analyse_circuits(model, clean, corrupted, circuit_options)
         result["prompt_accuracy"] = prompt_accuracy(model, clean)
         return result
