@@ -53,3 +53,14 @@ def kill_once_checkpointed(command, ckpt, min_step, timeout=600, env=None):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished tiny run (20 steps) with trajectory snapshots at steps 0 and 10 (read-only for tests:
+    copy it before changing it)."""
+    from biolab.train import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(make_cfg(run_dir, "experiment=tiny", "callbacks=trajectory", "callbacks.trajectory.steps=[0,10]"))
+    return run_dir

@@ -14,9 +14,8 @@ from biolab.mech.graph import (Graph, _Patcher, ablated_outputs, attribute, exac
                                patched_logits)
 from biolab.mech.prompts import corrupt, recall_prompts
 from biolab.model import Transformer, TransformerConfig
-from biolab.train import train
 
-from conftest import make_cfg, small_dm
+from conftest import small_dm
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +107,6 @@ def test_eap_ig_tracks_exact_patching_on_counterfactual_prompts(setting):
     to_name = torch.tensor(result["heads"]["to_name"])
     to_relation = torch.tensor(result["heads"]["to_relation"])
     assert ((to_name + to_relation) <= 1 + 1e-5).all() and (to_name >= 0).all()
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("mech") / "run"
-    train(make_cfg(run_dir, "experiment=tiny", "callbacks=trajectory", "callbacks.trajectory.steps=[0,10]"))
-    return run_dir
 
 
 def test_circuits_command_writes_the_timeline_and_resumes(tiny_run, capsys):

@@ -9,17 +9,7 @@ from omegaconf import OmegaConf
 
 from biolab.errors import ConfigError
 from biolab.runs import load_checkpoint, load_run
-from biolab.train import train
 
-from conftest import make_cfg
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A finished tiny run (20 steps) with trajectory snapshots at steps 0 and 10."""
-    run_dir = tmp_path_factory.mktemp("runs") / "run"
-    train(make_cfg(run_dir, "experiment=tiny", "callbacks=trajectory", "callbacks.trajectory.steps=[0,10]"))
-    return run_dir
 
 
 def copy_run(tiny_run, tmp_path):
