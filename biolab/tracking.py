@@ -218,9 +218,9 @@ def _run_id(run_dir: Path) -> str:
 
 def _flat_config(path: Path) -> dict:
     """The run's config.yaml as {"data.population_size": 64, ...}; {} if there is none."""
-    from biolab.train import _flatten  # here: biolab.train imports this module
+    from biolab.resume import flatten
 
-    return _flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=True)) if path.exists() else {}
+    return flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=True)) if path.exists() else {}
 
 
 def _hydra_experiment() -> str | None:
