@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -78,7 +79,7 @@ class Graph:
         return 1 + layer * (self.n_heads + 1) + (self.n_heads if offset == 3 * self.n_heads else 0)
 
     # ---- edges ----------------------------------------------------------------------------------
-    @property
+    @cached_property  # read by every patched forward: built once per graph
     def valid(self) -> torch.Tensor:
         """[up, down] bool: which (upstream, downstream) pairs are edges."""
         mask = torch.zeros(len(self.upstream), len(self.downstream), dtype=torch.bool)
@@ -86,7 +87,7 @@ class Graph:
             mask[: self.n_upstream_before(down), down] = True
         return mask
 
-    @property
+    @cached_property
     def edges(self) -> list[tuple[int, int]]:
         """(upstream, downstream) index pairs, upstream-major order: the order of every [edges] vector."""
         return [tuple(pair) for pair in self.valid.nonzero().tolist()]
