@@ -1,10 +1,13 @@
 """The three learning phases read off an evaluation history (SPEC sections 5-6).
 
-Plateau end (SPEC section 5; the paper gives no formula, this reconstruction matches its plots):
-the first evaluation step after the initial fall at which the attribute loss is below the
-no-knowledge baseline, plus the step where the loss crosses the baseline, interpolated linearly
-in log-loss between the two evaluations around it. When the fall and acquisition overlap (small
-populations), the baseline crossing measures the fall, so the accuracy milestones are reported too.
+Fall end: the first evaluation step > 0 with the attribute loss within 10% of the no-knowledge
+baseline. Plateau end (SPEC section 5; the paper gives no formula, this reconstruction matches its
+plots): the first evaluation step AFTER the fall end at which the attribute loss is below the
+baseline, plus the step where the loss crosses the baseline, interpolated linearly in log-loss
+between the two evaluations around it. A run whose loss is already below the baseline at the fall
+end (the fall went straight through it: small populations, where fall and acquisition overlap) has
+NO plateau: plateau end and length are None and ``has_plateau`` is False, so the plateau length is
+never negative. The accuracy milestones are reported for every run.
 
 Noisy curves: with ``confirm=k`` a crossing (or milestone) counts only if the next k-1 evaluations
 stay on the same side, so a single noisy dip below the baseline is not taken for the plateau end.
@@ -25,11 +28,11 @@ def _holds(values: list[float], i: int, confirm: int, test) -> bool:
     return len(window) == confirm and all(test(v) for v in window)
 
 
-def plateau_end(steps: list[int], losses: list[float], baseline: float,
-                confirm: int = 1) -> tuple[int | None, float | None]:
-    """(first evaluated step > 0 with loss < baseline, interpolated crossing step); (None, None) if never."""
+def plateau_end(steps: list[int], losses: list[float], baseline: float, confirm: int = 1,
+                after: int = 0) -> tuple[int | None, float | None]:
+    """(first evaluated step > `after` with loss < baseline, interpolated crossing step); (None, None) if never."""
     for i, (step, loss) in enumerate(zip(steps, losses)):
-        if step > 0 and _holds(losses, i, confirm, lambda v: v < baseline):
+        if step > after and _holds(losses, i, confirm, lambda v: v < baseline):
             if i == 0:
                 return step, float(step)
             s0, l0 = steps[i - 1], losses[i - 1]
@@ -54,10 +57,14 @@ def fall_end(steps: list[int], losses: list[float], baseline: float, tolerance: 
 def phase_summary(steps: list[int], losses: list[float], acc_steps: list[int], accs: list[float],
                   baseline: float, confirm: int = 1) -> dict:
     """Milestones of the three phases, as stored in summary.json and logged under phase/."""
-    end_step, end_interp = plateau_end(steps, losses, baseline, confirm)
     fall = fall_end(steps, losses, baseline, confirm=confirm)
+    fell_through = fall is not None and dict(zip(steps, losses))[fall] < baseline
+    end_step, end_interp = (None, None) if fall is None or fell_through else \
+        plateau_end(steps, losses, baseline, confirm, after=fall)
     return {
         "fall_end_step": fall,
+        # False: the fall went straight below the baseline; None: the fall has not ended (yet)
+        "has_plateau": None if fall is None else not fell_through,
         "plateau_end_step": end_step,
         "plateau_end_interpolated": end_interp,
         "plateau_length": None if fall is None or end_interp is None else end_interp - fall,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from biolab.metrics import accumulate, finalize, value_stats
-from biolab.phases import first_step_reaching, plateau_end
+from biolab.phases import first_step_reaching, phase_summary, plateau_end
 
 
 def brute_force(logits, targets, value_attr, n_attr):
@@ -89,3 +89,33 @@ def test_plateau_end_ignores_step_zero_and_noise_above_baseline():
 def test_first_step_reaching():
     assert first_step_reaching([0, 10, 20], [0.0, 0.6, 0.99], 0.5) == 10
     assert first_step_reaching([0, 10], [0.0, 0.4], 0.5) is None
+
+
+def test_a_crossing_during_the_fall_is_no_plateau():
+    """The fall goes straight through the baseline: no plateau, no negative plateau length."""
+    baseline = 6.785
+    steps = [0, 25, 50, 75, 100]
+    losses = [38.0, 12.0, 7.2, 5.0, 2.0]  # within 10% of the baseline at 50 (7.2 >= baseline), below at 75
+    phases = phase_summary(steps, losses, steps, [0, 0, 0, 0.2, 0.6], baseline)
+    assert phases["fall_end_step"] == 50 and phases["has_plateau"] is True
+    assert phases["plateau_end_step"] == 75 and phases["plateau_length"] >= 0
+    losses = [38.0, 12.0, 6.0, 5.0, 2.0]  # first evaluation near the baseline is already below it
+    phases = phase_summary(steps, losses, steps, [0, 0, 0.1, 0.2, 0.6], baseline)
+    assert phases["fall_end_step"] == 50 and phases["has_plateau"] is False
+    assert phases["plateau_end_step"] is None and phases["plateau_length"] is None
+    assert phases["acc_50pct_step"] == 100  # accuracy milestones are still reported
+
+
+def test_plateau_end_is_the_first_crossing_after_the_fall_end():
+    baseline = 6.785
+    steps = [0, 25, 50, 75, 100, 125]
+    losses = [6.0, 30.0, 7.0, 6.9, 6.8, 6.0]  # step-0 loss below the baseline does not count
+    phases = phase_summary(steps, losses, steps, [0.0] * 6, baseline)
+    assert phases["fall_end_step"] == 50 and phases["plateau_end_step"] == 125
+    assert 100 < phases["plateau_end_interpolated"] < 125
+    assert phases["plateau_length"] == pytest.approx(phases["plateau_end_interpolated"] - 50)
+
+
+def test_no_fall_end_yet_means_plateau_unknown():
+    phases = phase_summary([0, 25], [38.0, 20.0], [0, 25], [0.0, 0.0], 6.785)
+    assert phases["fall_end_step"] is None and phases["has_plateau"] is None and phases["plateau_end_step"] is None

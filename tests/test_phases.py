@@ -103,3 +103,15 @@ def test_stop_after_ends_the_run_at_the_milestone_and_counts_as_finished(tiny_cf
 def test_bad_stop_after_is_refused():
     with pytest.raises(ValueError, match="callbacks.phases.stop_after"):
         PhaseTracker(stop_after="acc_42pct_step")
+
+
+def test_stop_after_plateau_end_also_stops_a_run_without_plateau():
+    """A fall straight through the baseline has no plateau: waiting for its end would run to max_steps."""
+    history = [{"step": s, "val/attr_loss": v, "val/attr_acc": 0.0}
+               for s, v in ((0, 30.0), (25, 12.0), (50, 5.0), (75, 2.0))]
+    tracker = PhaseTracker(stop_after="plateau_end_step")
+    tracker.update(history[:2], BASELINE)
+    assert not tracker._milestone_settled()
+    tracker.update(history[:3], BASELINE)
+    assert tracker.phases["has_plateau"] is False and tracker._milestone_settled()
+    assert not PhaseTracker(stop_after="acc_50pct_step")._milestone_settled()

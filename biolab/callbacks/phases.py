@@ -53,12 +53,18 @@ class PhaseTracker(L.Callback):
         evaluator = _evaluator(trainer)
         step = trainer.global_step
         if self.stop_after and evaluator and evaluator.is_eval_step(step, trainer.max_steps):
-            reached = trainer.strategy.broadcast(self.phases.get(self.stop_after) is not None, src=0)
+            reached = trainer.strategy.broadcast(self._milestone_settled(), src=0)
             if reached and step < trainer.max_steps:
                 self.stopped_at = step
                 trainer.should_stop = True
                 print(f"stopping at step {step}: {self.stop_after} reached (callbacks.phases.stop_after)",
                       flush=True)
+
+    def _milestone_settled(self) -> bool:
+        """stop_after has been reached, or (plateau milestones) the run turned out to have no plateau."""
+        phases = self.phases
+        no_plateau = self.stop_after.startswith("plateau") and phases.get("has_plateau") is False
+        return phases.get(self.stop_after) is not None or no_plateau
 
     def _after_evaluation(self, trainer: L.Trainer) -> None:
         evaluator = _evaluator(trainer)
