@@ -4,10 +4,11 @@ Fall end: the first evaluation step > 0 with the attribute loss within 10% of th
 baseline. Plateau end (SPEC section 5; the paper gives no formula, this reconstruction matches its
 plots): the first evaluation step AFTER the fall end at which the attribute loss is below the
 baseline, plus the step where the loss crosses the baseline, interpolated linearly in log-loss
-between the two evaluations around it. A run whose loss is already below the baseline at the fall
-end (the fall went straight through it: small populations, where fall and acquisition overlap) has
-NO plateau: plateau end and length are None and ``has_plateau`` is False, so the plateau length is
-never negative. The accuracy milestones are reported for every run.
+between the two evaluations around it. A run whose loss does not stay at or above the baseline for at
+least two evaluations from the fall end on (the fall went straight through it: small populations,
+where fall and acquisition overlap) has NO plateau: plateau end and length are None and
+``has_plateau`` is False, so the plateau length is never negative. With the 25-step evaluation
+schedule of the CPU presets a plateau shorter than 25 steps cannot be told from a fall. The accuracy milestones are reported for every run.
 
 Noisy curves: with ``confirm=k`` a crossing (or milestone) counts only if the next k-1 evaluations
 stay on the same side, so a single noisy dip below the baseline is not taken for the plateau end.
@@ -19,6 +20,9 @@ from __future__ import annotations
 import math
 
 # milestones that are training steps (callbacks.phases.stop_after may name one)
+# a plateau must hold for this many evaluations (fall end included) before the crossing: a fall that
+# passes through the 10% band between two evaluations and is below the baseline at the next is no plateau
+MIN_PLATEAU_EVALUATIONS = 2
 STEP_MILESTONES = ("fall_end_step", "plateau_end_step", "acc_1pct_step", "acc_50pct_step", "acc_99pct_step")
 
 
@@ -58,9 +62,13 @@ def phase_summary(steps: list[int], losses: list[float], acc_steps: list[int], a
                   baseline: float, confirm: int = 1) -> dict:
     """Milestones of the three phases, as stored in summary.json and logged under phase/."""
     fall = fall_end(steps, losses, baseline, confirm=confirm)
-    fell_through = fall is not None and dict(zip(steps, losses))[fall] < baseline
-    end_step, end_interp = (None, None) if fall is None or fell_through else \
-        plateau_end(steps, losses, baseline, confirm, after=fall)
+    end_step, end_interp = (None, None) if fall is None else plateau_end(steps, losses, baseline, confirm,
+                                                                         after=fall - 1)
+    # evaluations at or above the baseline from the fall end on, before the crossing
+    held = sum(fall <= s < end_step for s in steps) if end_step is not None else None
+    fell_through = held is not None and held < MIN_PLATEAU_EVALUATIONS
+    if fell_through:
+        end_step, end_interp = None, None
     return {
         "fall_end_step": fall,
         # False: the fall went straight below the baseline; None: the fall has not ended (yet)

@@ -262,12 +262,18 @@ class Run:
         rows = self.metrics()
         if not rows:
             return {}
-        steps, losses = history_column(rows, "val/attr_loss")
-        acc_steps, accs = history_column(rows, "val/attr_acc")
         baseline = rows[-1].get("val/baseline")  # logged by the Evaluator; else from the data config
         baseline = baseline if baseline is not None else self.datamodule(setup=False).baseline
+        steps, _ = history_column(rows, "val/attr_loss")
         return {"from_metrics": True, "steps": steps[-1] if steps else None, "no_knowledge_baseline": baseline,
-                **phase_summary(steps, losses, acc_steps, accs, baseline)}
+                **phases_from_metrics(rows, baseline)}
+
+
+def phases_from_metrics(rows: list[dict], baseline: float) -> dict:
+    """The phase milestones (biolab.phases, the current definitions) of a run's metrics.csv rows."""
+    steps, losses = history_column(rows, "val/attr_loss")
+    acc_steps, accs = history_column(rows, "val/attr_acc")
+    return phase_summary(steps, losses, acc_steps, accs, baseline)
 
 
 def load_run(run_dir: str | Path) -> Run:

@@ -92,18 +92,21 @@ def test_first_step_reaching():
 
 
 def test_a_crossing_during_the_fall_is_no_plateau():
-    """The fall goes straight through the baseline: no plateau, no negative plateau length."""
+    """A plateau holds for two evaluations at or above the baseline from the fall end on; a fall that goes
+    straight through the baseline has none (no negative plateau length)."""
     baseline = 6.785
-    steps = [0, 25, 50, 75, 100]
-    losses = [38.0, 12.0, 7.2, 5.0, 2.0]  # within 10% of the baseline at 50 (7.2 >= baseline), below at 75
-    phases = phase_summary(steps, losses, steps, [0, 0, 0, 0.2, 0.6], baseline)
+    steps = [0, 25, 50, 75, 100, 125]
+    accs = [0, 0, 0, 0.2, 0.6, 0.9]
+    phases = phase_summary(steps, [38.0, 12.0, 7.2, 7.0, 5.0, 2.0], steps, accs, baseline)
     assert phases["fall_end_step"] == 50 and phases["has_plateau"] is True
-    assert phases["plateau_end_step"] == 75 and phases["plateau_length"] >= 0
-    losses = [38.0, 12.0, 6.0, 5.0, 2.0]  # first evaluation near the baseline is already below it
-    phases = phase_summary(steps, losses, steps, [0, 0, 0.1, 0.2, 0.6], baseline)
-    assert phases["fall_end_step"] == 50 and phases["has_plateau"] is False
-    assert phases["plateau_end_step"] is None and phases["plateau_length"] is None
-    assert phases["acc_50pct_step"] == 100  # accuracy milestones are still reported
+    assert phases["plateau_end_step"] == 100 and 75 < phases["plateau_end_interpolated"] < 100
+    assert phases["plateau_length"] == pytest.approx(phases["plateau_end_interpolated"] - 50)
+    for losses in ([38.0, 12.0, 6.0, 5.0, 2.0, 1.0],   # below the baseline at the first evaluation near it
+                   [38.0, 12.0, 7.2, 5.0, 2.0, 1.0]):  # in the 10% band once, then below: passing through
+        phases = phase_summary(steps, losses, steps, accs, baseline)
+        assert phases["fall_end_step"] == 50 and phases["has_plateau"] is False
+        assert phases["plateau_end_step"] is None and phases["plateau_length"] is None
+        assert phases["acc_50pct_step"] == 100  # accuracy milestones are still reported
 
 
 def test_plateau_end_is_the_first_crossing_after_the_fall_end():

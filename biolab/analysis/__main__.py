@@ -24,25 +24,9 @@ def _table(sweep_dir: Path) -> None:
     print(f"{len(jobs)} jobs ({sum(j.finished for j in jobs)} finished) -> {path}")
 
 
-def _population(sweep_dir: Path) -> None:
-    from biolab.analysis.population import analyse_population_sweep
-
-    fits = analyse_population_sweep(sweep_dir)
-    jobs = fits["jobs"]
-    print(f"{jobs['total']} jobs, {jobs['finished']} finished")
-    for key in ("plateau_end_interpolated", "acc_50pct_step"):
-        for size, row in fits[key]["per_population_size"].items():
-            print(f"  {key:>24} N={size:>7}: {row['mean']:8.1f} steps (sd {row['std']:.1f}, {row['n_seeds']} seeds), "
-                  f"{row['biographies_per_person']:.1f} biographies per person")
-        fit = fits[key]["fit"]
-        if fit:
-            print(f"  {key}: {fit['prefactor']:.3g} * N^{fit['exponent']:.3f}, R^2 {fit['r2']:.3f}")
-    print(f"-> {sweep_dir / 'table.csv'}, scaling_fit.json, population_curves.png, plateau_scaling.png")
-
-
-COMMANDS = {"table": _table, "population": _population}
+COMMANDS = {"table": _table}
 # studies whose module has its own command line: the remaining arguments are passed on
-DELEGATED = ("patching", "finetune", "hallucination", "curricula")
+DELEGATED = ("population", "patching", "finetune", "hallucination", "curricula")
 
 
 def main(argv: list[str] | None = None) -> int:

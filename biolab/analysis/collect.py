@@ -31,6 +31,7 @@ class Job:
     path: Path
     overrides: dict[str, object]          # swept values, e.g. {"data.population_size": 512, "seed": 1}
     summary: dict = field(default_factory=dict)
+    phases: dict = field(default_factory=dict)  # milestones recomputed from metrics.csv (population analysis)
 
     @property
     def finished(self) -> bool:
