@@ -55,10 +55,10 @@ def main(argv=None) -> dict:
     graph, metric = Graph.of(model), logit_diff_metric(clean, corrupted)
     ablated = ablated_outputs(model, graph, clean.tokens, corrupted.tokens, "counterfactual")
     start = time.perf_counter()
-    attribute(model, graph, clean.tokens, ablated, metric, ig_steps=5)
+    attribute(model, graph, clean.tokens, clean.last, ablated, metric, ig_steps=5)
     eap_ig = time.perf_counter() - start
     start = time.perf_counter()
-    exact_patching(model, graph, clean.tokens, ablated, metric)
+    exact_patching(model, graph, clean.tokens, clean.last, ablated, metric)
     exact = time.perf_counter() - start
     start = time.perf_counter()
     analyse_circuits(model, clean, corrupted, CircuitOptions(min_effect=0.0))

@@ -52,6 +52,41 @@ def test_keeping_every_edge_gives_the_clean_logits_and_none_the_ablated_run(sett
         assert not torch.allclose(everything, nothing, atol=1e-3)
 
 
+class _NaivePatcher(_Patcher):
+    """The correction summed over every removed edge, never from the kept ones (the reference)."""
+
+    def _delta(self, down):
+        removed = self.removed[:len(self.current), down]
+        diff = self.ablated[:len(self.current)] - torch.stack(self.current)   # [up', n, pos, d_model]
+        if removed.dim() == 1:
+            return torch.einsum("unpd,u->npd", diff, removed)
+        return torch.einsum("unpd,uh->nphd", diff, removed)
+
+
+@pytest.mark.parametrize("kept_fraction", [0.0, 0.03, 0.2, 0.6, 0.97])
+def test_patching_from_the_kept_edges_equals_summing_over_the_removed_ones(setting, kept_fraction):
+    """Small circuits are patched from their few kept edges (prefix sums of the ablated outputs, a running
+    sum of the current ones): the logits must equal the direct sum over every removed edge."""
+    model, clean, corrupted = setting
+    graph = Graph.of(model)
+    ablated = ablated_outputs(model, graph, clean.tokens, corrupted.tokens, "mean", clean.template)
+    keep = torch.rand(graph.n_edges, generator=torch.Generator().manual_seed(1)) < kept_fraction
+    removed = graph.to_matrix((~keep).float())
+    with model.analysis_hooks(), torch.no_grad():
+        fast = model.run_with_hooks(clean.tokens, fwd_hooks=_Patcher(graph, ablated, removed).hooks())
+        naive = model.run_with_hooks(clean.tokens, fwd_hooks=_NaivePatcher(graph, ablated, removed).hooks())
+        at_last = patched_logits(model, graph, clean.tokens, ablated, keep, at=clean.last)
+    torch.testing.assert_close(fast, naive, rtol=0, atol=2e-5)
+    torch.testing.assert_close(at_last, naive[torch.arange(len(clean)), clean.last], rtol=0, atol=2e-5)
+
+
+def test_logits_at_chosen_positions_equal_the_full_logits_there(setting):
+    model, clean, _ = setting
+    with torch.no_grad():
+        full = model(clean.tokens)                                            # [n, pos, vocab]
+        torch.testing.assert_close(model(clean.tokens, clean.last), full[torch.arange(len(clean)), clean.last])
+
+
 def test_removing_one_edge_changes_only_its_downstream_input(setting):
     model, clean, corrupted = setting
     graph = Graph.of(model)
@@ -87,8 +122,8 @@ def test_eap_equals_exact_patching_to_first_order(setting):
     outputs = node_outputs(model, graph, clean.tokens)
     ablated = outputs + 1e-4 * torch.randn(outputs.shape, generator=torch.Generator().manual_seed(0),
                                            dtype=torch.float64)
-    eap = attribute(model, graph, clean.tokens, ablated, metric, ig_steps=0).double()
-    exact = exact_patching(model, graph, clean.tokens, ablated, metric).double()
+    eap = attribute(model, graph, clean.tokens, clean.last, ablated, metric, ig_steps=0).double()
+    exact = exact_patching(model, graph, clean.tokens, clean.last, ablated, metric).double()
     assert exact.abs().max() > 1e-6  # the step is large enough to measure
     torch.testing.assert_close(eap, exact, rtol=0, atol=1e-2 * exact.abs().max().item())
     assert spearman(eap, exact) > 0.99
@@ -157,3 +192,19 @@ def test_export_command_writes_a_loadable_hooked_transformer(tiny_run):
     tokens = recall_prompts(load_run(tiny_run).datamodule(), "seen", n=2).tokens
     with torch.no_grad():
         torch.testing.assert_close(hooked(tokens), load_run(tiny_run).model(10)(tokens), rtol=0, atol=1e-4)
+
+
+def test_smallest_budget_finds_the_first_grid_point_reaching_the_target_with_few_evaluations():
+    from biolab.mech.circuits import budget_grid, smallest_budget
+
+    grid = budget_grid(479)
+    for needed in (1, 2, 7, 19, 20, 300, 479):
+        calls = []
+
+        def faithfulness(k, needed=needed):
+            calls.append(k)
+            return 1.0 if k >= needed else 0.0
+        expected = next(k for k in grid if k >= needed)
+        assert smallest_budget(faithfulness, grid, 0.7) == expected
+        assert len(calls) <= 2 * 8 + 2  # the linear scan needed up to len(grid) = 72
+    assert smallest_budget(lambda k: 0.5, grid, 0.7) is None

@@ -10,7 +10,8 @@ difference between the clean and the corrupted answer's first token at the last 
 - faithfulness F = (m_circuit - m_none) / (m_all - m_none) of the top-k edges by |score| for
   budgets of 1% ... 50% of the edges, beside `random_sets` random edge sets of each size
   (never one number: a "circuit" of a 16-head model can be most of the model);
-- edges_for_faithfulness: the smallest budget on a fine grid reaching F >= `target` (0.7);
+- edges_for_faithfulness: the smallest budget on a fine grid (8 points per doubling) reaching
+  F >= `target` (0.7), located per doubling first (biolab.mech.circuits.smallest_budget);
 - Hit@10 of that circuit alone against the full model's (first-token rank over the vocabulary);
 - head roles: attention from the last position to the name tokens and to the relation words;
 - name-to-last edges: circuit edges into a head's key or value input whose attribution comes
@@ -30,8 +31,8 @@ import numpy as np
 import torch
 
 from biolab.data.biographies import ROLE_NAME, ROLE_TEXT
-from biolab.mech.graph import (ABLATIONS, Graph, ablated_outputs, attribute, exact_patching, patched_logits,
-                               patched_metric)
+from biolab.mech.graph import (ABLATIONS, Graph, ablated_outputs, ablated_prefix_sums, attribute, exact_patching,
+                               patched_logits, patched_metric)
 from biolab.mech.prompts import PromptSet
 from biolab.mech.scoring import first_token_rank, hit_at_k, logit_diff
 
@@ -50,7 +51,7 @@ class CircuitOptions:
     exact_prompts: int = 60         # exact patching (and the attribution it is compared with) on <= this many prompts
     min_effect: float = 0.5         # |m_all - m_none| below this: nothing to explain, F is not computed
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int = 512             # prompts per patched forward
     progress: object = field(default=None, repr=False)  # progress(done, total) during exact patching
 
     def __post_init__(self):
@@ -65,10 +66,8 @@ class CircuitOptions:
 
 
 def logit_diff_metric(clean: PromptSet, corrupted: PromptSet):
-    """metric(logits [n', pos, vocab], part) -> [n'] logit difference at each prompt's last position."""
-    def metric(logits: torch.Tensor, part: slice) -> torch.Tensor:
-        last = clean.last[part]
-        at_last = logits[torch.arange(len(last)), last]                  # [n', vocab]
+    """metric(logits [n', vocab] at the prompts' last positions, part) -> [n'] logit difference."""
+    def metric(at_last: torch.Tensor, part: slice) -> torch.Tensor:
         return logit_diff(at_last, clean.subset(part), corrupted.subset(part))
     return metric
 
@@ -94,6 +93,21 @@ def budget_grid(n_edges: int) -> list[int]:
     return sorted(grid | {n_edges})
 
 
+def smallest_budget(faithfulness, grid: list[int], target: float, stride: int = 8) -> int | None:
+    """The smallest k on `grid` with faithfulness(k) >= target, found with few patched forwards: every
+    `stride`-th grid point (one per doubling of k) first, then the points between the last one below
+    the target and the first one above. Exact when faithfulness rises with k (a circuit's top-k edges);
+    where it does not, the first crossing within the located doubling."""
+    coarse = grid[::stride] if grid[::stride][-1] == grid[-1] else grid[::stride] + [grid[-1]]
+    below = None
+    for k in coarse:
+        if faithfulness(k) >= target:
+            start = 0 if below is None else grid.index(below) + 1
+            return next(j for j in grid[start:grid.index(k) + 1] if j == k or faithfulness(j) >= target)
+        below = k
+    return None
+
+
 def _top_k(order: torch.Tensor, k: int, n_edges: int) -> torch.Tensor:
     keep = torch.zeros(n_edges, dtype=torch.bool)
     keep[order[:k]] = True
@@ -103,9 +117,10 @@ def _top_k(order: torch.Tensor, k: int, n_edges: int) -> torch.Tensor:
 class _Faithfulness:
     """F of any edge set, with the all-kept and none-kept metrics computed once."""
 
-    def __init__(self, model, graph, tokens, ablated, metric, batch_size, min_effect):
-        self.args = (model, graph, tokens, ablated)
+    def __init__(self, model, graph, tokens, last, ablated, metric, batch_size, min_effect):
+        self.args = (model, graph, tokens, last, ablated)
         self.metric, self.batch_size = metric, batch_size
+        self.prefix = ablated_prefix_sums(ablated)  # shared by every patched forward of the sweep
         n_edges = graph.n_edges
         self.m_all = self.mean(torch.ones(n_edges, dtype=torch.bool))
         self.m_none = self.mean(torch.zeros(n_edges, dtype=torch.bool))
@@ -113,7 +128,7 @@ class _Faithfulness:
         self.defined = abs(self.effect) >= min_effect
 
     def mean(self, keep: torch.Tensor) -> float:
-        return patched_metric(*self.args, keep, self.metric, self.batch_size).mean().item()
+        return patched_metric(*self.args, keep, self.metric, self.batch_size, self.prefix).mean().item()
 
     def __call__(self, keep: torch.Tensor) -> float:
         return (self.mean(keep) - self.m_none) / self.effect if self.defined else float("nan")
@@ -128,10 +143,11 @@ def analyse_circuits(model, clean: PromptSet, corrupted: PromptSet, options: Cir
     groups = clean.attribute * 1000 + clean.template                     # mean ablation: same template
     ablated = ablated_outputs(model, graph, tokens, corrupted.tokens, options.ablation, groups)
     name_mask = clean.role == ROLE_NAME                                  # [n, pos]
-    ig, ig_at_names = attribute(model, graph, tokens, ablated, metric, options.ig_steps, positions=name_mask)
-    eap = attribute(model, graph, tokens, ablated, metric, 0) if options.ig_steps else ig
+    last = clean.last
+    ig, ig_at_names = attribute(model, graph, tokens, last, ablated, metric, options.ig_steps, positions=name_mask)
+    eap = attribute(model, graph, tokens, last, ablated, metric, 0) if options.ig_steps else ig
     order = ig.abs().argsort(descending=True)
-    faith = _Faithfulness(model, graph, tokens, ablated, metric, options.batch_size, options.min_effect)
+    faith = _Faithfulness(model, graph, tokens, last, ablated, metric, options.batch_size, options.min_effect)
     rng = torch.Generator().manual_seed(options.seed)
 
     def random_f(k: int) -> list[float]:
@@ -143,8 +159,8 @@ def analyse_circuits(model, clean: PromptSet, corrupted: PromptSet, options: Cir
         rand = random_f(k) if faith.defined else []
         curve.append({"fraction": fraction, "edges": k, "faithfulness": faith(_top_k(order, k, n_edges)),
                       "random_mean": _mean(rand), "random_sd": _sd(rand), "random_max": max(rand, default=None)})
-    needed = next((k for k in budget_grid(n_edges) if faith(_top_k(order, k, n_edges)) >= options.target),
-                  None) if faith.defined else None
+    needed = smallest_budget(lambda k: faith(_top_k(order, k, n_edges)), budget_grid(n_edges),
+                             options.target) if faith.defined else None
     rand_needed = random_f(needed) if needed else []
     circuit = _top_k(order, needed, n_edges) if needed else None
     result = {
@@ -179,9 +195,9 @@ def exact_comparison(model, graph, clean, corrupted, options, groups) -> dict:
     out = {}
     for ablation in options.exact_ablations:
         ablated = ablated_outputs(model, graph, clean.tokens, corrupted.tokens, ablation, groups)
-        exact = exact_patching(model, graph, clean.tokens, ablated, metric, options.progress)
-        ig = attribute(model, graph, clean.tokens, ablated, metric, max(options.ig_steps, 1))
-        eap = attribute(model, graph, clean.tokens, ablated, metric, 0)
+        exact = exact_patching(model, graph, clean.tokens, clean.last, ablated, metric, options.progress)
+        ig = attribute(model, graph, clean.tokens, clean.last, ablated, metric, max(options.ig_steps, 1))
+        eap = attribute(model, graph, clean.tokens, clean.last, ablated, metric, 0)
         out[ablation] = {"exact": exact.tolist(),
                          "eap_ig_vs_exact_spearman": spearman(ig, exact),
                          "eap_vs_exact_spearman": spearman(eap, exact),
@@ -195,8 +211,8 @@ def _hits(model, graph, clean: PromptSet, ablated, circuit, batch_size) -> dict:
         out = []
         for start in range(0, len(clean), batch_size):
             part = slice(start, start + batch_size)
-            logits = patched_logits(model, graph, clean.tokens[part], ablated[:, part], keep)
-            at_last = logits[torch.arange(logits.shape[0]), clean.last[part]]
+            at_last = patched_logits(model, graph, clean.tokens[part], ablated[:, part], keep,
+                                     at=clean.last[part])                 # [n', vocab]
             out.append(first_token_rank(at_last, clean.subset(part)))
         return torch.cat(out)
     with torch.no_grad():

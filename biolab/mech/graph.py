@@ -22,10 +22,13 @@ interpolated between the ablated and the clean input embedding. Exact patching r
 at a time and measures the change (the ground truth; 479 forwards on the quick-start).
 
     graph = Graph.of(model)
-    ablated = ablated_outputs(model, graph, clean, corrupted, "counterfactual")   # [up, n, pos, d_model]
-    scores = attribute(model, graph, clean, ablated, metric, ig_steps=5)          # [edges], predicted change
-    exact = exact_patching(model, graph, clean, ablated, metric)                  # [edges], measured change
-    m = patched_metric(model, graph, clean, ablated, keep)                        # keep: [edges] bool
+    ablated = ablated_outputs(model, graph, clean, corrupted, "counterfactual")     # [up, n, pos, d_model]
+    scores = attribute(model, graph, clean, last, ablated, metric, ig_steps=5)      # [edges], predicted change
+    exact = exact_patching(model, graph, clean, last, ablated, metric)              # [edges], measured change
+    m = patched_metric(model, graph, clean, last, ablated, keep, metric)            # keep: [edges] bool
+
+`last` [n] is each prompt's answer position: the metric sees the logits there only ([n, vocab]), so
+the unembedding, 40% of the quick-start's forward, runs on one position per prompt.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ import torch
 from biolab.model import Transformer
 
 ABLATIONS = ("counterfactual", "mean", "zero")
-Metric = Callable[[torch.Tensor, slice], torch.Tensor]  # (logits [n, pos, vocab], prompt slice) -> [n]
+# (logits [n', vocab] at each prompt's answer position, the prompts' slice) -> [n']
+Metric = Callable[[torch.Tensor, slice], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -168,21 +172,55 @@ def ablated_outputs(model: Transformer, graph: Graph, clean: torch.Tensor, corru
 
 class _Patcher:
     """Hooks that record upstream outputs as they are computed and correct each downstream input by
-    sum over removed edges of (ablated - current). removed: [up, down] float (1 = removed)."""
+    sum over removed edges of (ablated - current). removed: [up, down] float (1 = removed).
 
-    def __init__(self, graph: Graph, ablated: torch.Tensor, removed: torch.Tensor):
+    The correction is computed from whichever edge set is smaller. With few edges removed, directly.
+    With few kept (a small circuit), from the kept ones: the input of a downstream node is the sum of
+    the upstream outputs before it plus constants (biases), so
+        x' = x - sum_u current_u + sum_u ablated_u + sum over KEPT u of (current_u - ablated_u),
+    where sum_u current_u is kept as a running sum and sum_u ablated_u is a prefix sum computed once.
+    """
+
+    def __init__(self, graph: Graph, ablated: torch.Tensor, removed: torch.Tensor,
+                 prefix: torch.Tensor | None = None):
         self.graph, self.ablated, self.removed = graph, ablated, removed.to(ablated.dtype)
         self.current: list[torch.Tensor] = []  # upstream outputs of this forward, [n, pos, d_model] each
+        self.current_sum: torch.Tensor | float = 0.0                        # sum of self.current
+        self.prefix = prefix                    # ablated_prefix_sums(ablated), computed when first needed
+
+    def ablated_prefix(self, count: int) -> torch.Tensor:
+        """sum of the ablated outputs of the first `count` upstream nodes: [n, pos, d_model]."""
+        if self.prefix is None:
+            self.prefix = ablated_prefix_sums(self.ablated)
+        return self.prefix[count]
 
     def _delta(self, down: slice | int) -> torch.Tensor | None:
-        removed = self.removed[:len(self.current), down]                 # [up', heads] or [up']
-        rows = removed.reshape(removed.shape[0], -1).any(1).nonzero()[:, 0].tolist()  # upstream nodes removed
-        if not rows:
+        n_up = len(self.current)
+        removed = self.removed[:n_up, down]                              # [up', heads] or [up']
+        kept = 1.0 - removed
+        removed_rows, kept_rows = _nonzero_rows(removed), _nonzero_rows(kept)
+        if not removed_rows:
             return None
-        diff = self.ablated[rows] - torch.stack([self.current[u] for u in rows])    # [rows, n, pos, d_model]
-        if removed.dim() == 1:
-            return torch.einsum("unpd,u->npd", diff, removed[rows])
-        return torch.einsum("unpd,uh->nphd", diff, removed[rows])
+        if len(removed_rows) <= len(kept_rows):  # few removed: correct each of them
+            diff = self.ablated[removed_rows] - self._stack(removed_rows)  # [rows, n, pos, d_model]
+            return self._spread(diff, removed[removed_rows])
+        # few kept: everything ablated, then the kept edges restored
+        base = self.ablated_prefix(n_up) - self.current_sum              # [n, pos, d_model]
+        if removed.dim() == 2:
+            base = base[:, :, None]                                      # [n, pos, 1, d_model]: every head
+        if not kept_rows:
+            return base
+        diff = self._stack(kept_rows) - self.ablated[kept_rows]          # [rows, n, pos, d_model]
+        return base + self._spread(diff, kept[kept_rows])
+
+    def _stack(self, rows: list[int]) -> torch.Tensor:
+        return torch.stack([self.current[u] for u in rows])
+
+    @staticmethod
+    def _spread(diff: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if weights.dim() == 1:
+            return torch.einsum("unpd,u->npd", diff, weights)
+        return torch.einsum("unpd,uh->nphd", diff, weights)
 
     def hooks(self) -> list[tuple[str, Callable]]:
         hooks = [("blocks.0.hook_resid_pre", self._record)]
@@ -198,9 +236,11 @@ class _Patcher:
 
     def _record(self, activation, hook):
         self.current.append(activation)
+        self.current_sum = self.current_sum + activation
 
     def _record_heads(self, activation, hook):  # [n, pos, head, d_model]
         self.current.extend(activation.unbind(2))
+        self.current_sum = self.current_sum + activation.sum(2)
 
     def _correct(self, down):
         def hook(activation, hook_point):
@@ -209,31 +249,46 @@ class _Patcher:
         return hook
 
 
+def _nonzero_rows(weights: torch.Tensor) -> list[int]:
+    """Indices of the rows of [up'] or [up', heads] with any nonzero entry."""
+    return weights.reshape(weights.shape[0], -1).any(1).nonzero()[:, 0].tolist()
+
+
+def ablated_prefix_sums(ablated: torch.Tensor) -> torch.Tensor:
+    """[up, n, pos, d_model] -> [up + 1, n, pos, d_model]: row k = sum of the first k upstream outputs."""
+    return torch.cat([torch.zeros_like(ablated[:1]), ablated.cumsum(0)])
+
+
 def patched_logits(model: Transformer, graph: Graph, tokens: torch.Tensor, ablated: torch.Tensor,
-                   keep: torch.Tensor) -> torch.Tensor:
-    """Logits [n, pos, vocab] of the model with only the edges in `keep` ([edges] bool) left intact."""
+                   keep: torch.Tensor, prefix: torch.Tensor | None = None,
+                   at: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits [n, pos, vocab] of the model with only the edges in `keep` ([edges] bool) left intact;
+    with `at` ([n] positions) only there, [n, vocab]. prefix: ablated_prefix_sums(ablated), when many
+    patched forwards share one `ablated`."""
     removed = graph.to_matrix((~keep.bool()).float())
-    patcher = _Patcher(graph, ablated, removed)
+    patcher = _Patcher(graph, ablated, removed, prefix)
     with model.analysis_hooks():
-        return model.run_with_hooks(tokens, fwd_hooks=patcher.hooks())
+        return model.run_with_hooks(tokens, at, fwd_hooks=patcher.hooks())
 
 
 @torch.no_grad()
-def patched_metric(model: Transformer, graph: Graph, tokens: torch.Tensor, ablated: torch.Tensor,
-                   keep: torch.Tensor, metric: Metric, batch_size: int = 256) -> torch.Tensor:
+def patched_metric(model: Transformer, graph: Graph, tokens: torch.Tensor, last: torch.Tensor,
+                   ablated: torch.Tensor, keep: torch.Tensor, metric: Metric, batch_size: int = 512,
+                   prefix: torch.Tensor | None = None) -> torch.Tensor:
     """The per-prompt metric [n] with only the edges in `keep` intact, in batches of prompts."""
     out = []
     for start in range(0, tokens.shape[0], batch_size):
         part = slice(start, start + batch_size)
-        logits = patched_logits(model, graph, tokens[part], ablated[:, part], keep)
+        logits = patched_logits(model, graph, tokens[part], ablated[:, part], keep,
+                                None if prefix is None else prefix[:, part], last[part])  # [n', vocab]
         out.append(metric(logits, part))
     return torch.cat(out)
 
 
 # ---- attribution -------------------------------------------------------------------------------------
 
-def _input_gradients(model: Transformer, graph: Graph, tokens: torch.Tensor, embed_start: torch.Tensor,
-                     alpha: float, metric: Metric, part: slice) -> torch.Tensor:
+def _input_gradients(model: Transformer, graph: Graph, tokens: torch.Tensor, last: torch.Tensor,
+                     embed_start: torch.Tensor, alpha: float, metric: Metric, part: slice) -> torch.Tensor:
     """d mean(metric) / d(input of every downstream node), with the input embedding at
     embed_start + alpha (clean - embed_start): [down, n, pos, d_model]."""
     inputs: dict[str, torch.Tensor] = {}
@@ -250,8 +305,8 @@ def _input_gradients(model: Transformer, graph: Graph, tokens: torch.Tensor, emb
         names += [f"blocks.{layer}.hook_{kind}_input" for kind in "qkv"] + [f"blocks.{layer}.hook_mlp_in"]
     names.append(f"blocks.{graph.n_layers - 1}.hook_resid_post")
     with torch.enable_grad(), model.analysis_hooks():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_pre", interpolate)]
-                                      + [(name, keep) for name in names])
+        logits = model.run_with_hooks(tokens, last, fwd_hooks=[("blocks.0.hook_resid_pre", interpolate)]
+                                      + [(name, keep) for name in names])       # [n', vocab]
         metric(logits, part).sum().backward()
     grads = []
     for name in names:  # graph.downstream order: q, k, v inputs of each head, the MLP, ..., the logits
@@ -261,8 +316,8 @@ def _input_gradients(model: Transformer, graph: Graph, tokens: torch.Tensor, emb
     return torch.stack(grads)                                            # [down, n, pos, d_model]
 
 
-def attribute(model: Transformer, graph: Graph, tokens: torch.Tensor, ablated: torch.Tensor, metric: Metric,
-              ig_steps: int = 0, batch_size: int = 64, positions: torch.Tensor | None = None):
+def attribute(model: Transformer, graph: Graph, tokens: torch.Tensor, last: torch.Tensor, ablated: torch.Tensor,
+              metric: Metric, ig_steps: int = 0, batch_size: int = 64, positions: torch.Tensor | None = None):
     """Predicted change of the mean metric when each edge alone is removed: [edges].
 
     ig_steps=0: EAP (gradient at the clean input); ig_steps=k: EAP-IG, the gradient averaged over k
@@ -278,7 +333,8 @@ def attribute(model: Transformer, graph: Graph, tokens: torch.Tensor, ablated: t
     at_positions = torch.zeros(graph.valid.shape)
     for start in range(0, n, batch_size):
         part = slice(start, start + batch_size)
-        grad = sum(_input_gradients(model, graph, tokens[part], ablated[0, part], a, metric, part) for a in alphas)
+        grad = sum(_input_gradients(model, graph, tokens[part], last[part], ablated[0, part], a, metric, part)
+                   for a in alphas)
         diff = ablated[:, part] - clean[:, part]                          # [up, n', pos, d_model]
         grad = grad / len(alphas)                                         # [down, n', pos, d_model]
         scores += torch.einsum("unpd,vnpd->uv", diff, grad)
@@ -289,16 +345,18 @@ def attribute(model: Transformer, graph: Graph, tokens: torch.Tensor, ablated: t
 
 
 @torch.no_grad()
-def exact_patching(model: Transformer, graph: Graph, tokens: torch.Tensor, ablated: torch.Tensor,
-                   metric: Metric, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def exact_patching(model: Transformer, graph: Graph, tokens: torch.Tensor, last: torch.Tensor,
+                   ablated: torch.Tensor, metric: Metric,
+                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Measured change of the mean metric when each edge alone is removed: [edges]."""
     n_edges = graph.n_edges
-    full = patched_metric(model, graph, tokens, ablated, torch.ones(n_edges, dtype=torch.bool), metric).mean()
+    prefix = ablated_prefix_sums(ablated)
+    full = patched_metric(model, graph, tokens, last, ablated, torch.ones(n_edges, dtype=torch.bool), metric).mean()
     changes = torch.empty(n_edges)
     for i in range(n_edges):
         keep = torch.ones(n_edges, dtype=torch.bool)
         keep[i] = False
-        changes[i] = patched_metric(model, graph, tokens, ablated, keep, metric).mean() - full
+        changes[i] = patched_metric(model, graph, tokens, last, ablated, keep, metric, prefix=prefix).mean() - full
         if progress is not None:
             progress(i + 1, n_edges)
     return changes

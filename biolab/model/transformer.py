@@ -310,7 +310,9 @@ class Transformer(HookedRootModule):
                 total -= self.pos_embed.weight.numel()
         return total
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [batch, pos, vocab]; with `at` ([batch] positions) only there: [batch, vocab]
+        (analyses that score one answer position skip the unembedding of every other position)."""
         batch, pos = tokens.shape
         if pos > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {pos} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
@@ -323,4 +325,6 @@ class Transformer(HookedRootModule):
             rope = (self.rope_cos[:pos], self.rope_sin[:pos])
         for block in self.blocks:
             x = block(x, rope)
-        return self.unembed(self.ln_final(x))                # [batch, pos, vocab]
+        if at is not None:
+            x = x[torch.arange(batch, device=x.device), at]   # [batch, d_model]
+        return self.unembed(self.ln_final(x))                # [batch, pos, vocab] or [batch, vocab]
