@@ -111,8 +111,9 @@ def _build(cfg: DictConfig):
     """Instantiate data, model config, module and callbacks; constructor errors become one-line ConfigErrors.
 
     Callbacks: the evaluator first, then every other entry of the callbacks group in config order;
-    a callback with a ``check(module)`` method checks itself against the model here, before any file
-    is written (attention patching: the reference must be the same model).
+    a callback with a ``check(module)`` or ``check_datamodule(datamodule)`` method checks itself against
+    the model or the data here, before any file is written (attention patching: the reference must be
+    the same model; overshadowing metrics: the data must have look-alike pairs).
     """
     try:
         datamodule: BioDataModule = build_datamodule(cfg)
@@ -126,9 +127,11 @@ def _build(cfg: DictConfig):
         metrics_file = str(Path(cfg.run_dir) / "metrics.csv")
         callbacks = [instantiate(cfg.callbacks.evaluator, metrics_file=metrics_file)]
         callbacks += [instantiate(c) for name, c in cfg.callbacks.items() if name != "evaluator" and c]
-        for callback in callbacks:  # callbacks that can check themselves against the model (patching)
+        for callback in callbacks:  # callbacks that check themselves against the model or the data
             if hasattr(callback, "check"):
                 callback.check(module)
+            if hasattr(callback, "check_datamodule"):
+                callback.check_datamodule(datamodule)
     except ConfigError:
         raise
     except Exception as err:  # Hydra wraps constructor errors (unknown keys, bad values)

@@ -15,6 +15,11 @@ people (biolab.data.new_people), trains on the old people followed by the new on
 mixture (each old person drawn ``replay_weight`` times as often as each new one; 0 = no replay)
 and adds the "new" evaluation set; the old sets ("val", ...) stay exactly those of pre-training.
 
+Knowledge overshadowing (SPEC section 9.1; docs/overshadowing.md): ``lookalikes`` (the group
+``data/lookalikes``) makes the first people of the population into dominant/rare look-alike pairs
+(biolab.data.lookalikes, available as ``dm.lookalikes`` after set-up) and draws each dominant person
+P times as often as an ordinary one.
+
 Built by ``train(cfg)`` from ``conf/data/*.yaml``; usable alone:
 
     dm = BioDataModule(population_size=512, n_unseen=64, eval_size=64, batch_size=16)
@@ -34,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from biolab.data.biographies import BiographyBuilder
 from biolab.data.distributions import Mixture, Uniform
+from biolab.data.lookalikes import LookalikeSpec, add_lookalikes
 from biolab.data.new_people import concat_populations, make_new_population, population_fingerprint
 from biolab.data.pools import POOL_DIR, load_pools
 from biolab.data.population import N_EVAL_TEMPLATES, N_TEMPLATES, Population, make_populations
@@ -112,7 +118,7 @@ class BioDataModule(L.LightningDataModule):
                  train_template_eval_size: int = 2_000, unseen_eval_size: int = 2_000,
                  eval_batch_size: int = 256, num_workers: int = 0, distribution=None,
                  train_seed: int = 0, pool_dir: str | None = None, n_new_people: int = 0,
-                 replay_weight: float = 0.0, new_eval_size: int | None = None):
+                 replay_weight: float = 0.0, new_eval_size: int | None = None, lookalikes=None):
         super().__init__()
         attributes = tuple(attributes)
         unknown = [a for a in attributes if a not in ATTRIBUTES]
@@ -146,6 +152,9 @@ class BioDataModule(L.LightningDataModule):
         self.eval_batch_size, self.train_seed = eval_batch_size, train_seed
         self.n_new_people, self.replay_weight = n_new_people, float(replay_weight)
         self.distribution = distribution if distribution is not None else Uniform()
+        self.lookalike_spec = self._check_lookalikes(lookalikes, population_size, n_new_people, distribution)
+        if self.lookalike_spec:  # dominants at [0, K) drawn P times as often
+            self.distribution = self.lookalike_spec.distribution(population_size)
         if n_new_people:  # old people [0, N), then new people [N, N + M)
             total = population_size + n_new_people
             self.distribution = Mixture([[0, population_size], [population_size, total]], [self.replay_weight, 1.0])
@@ -174,6 +183,21 @@ class BioDataModule(L.LightningDataModule):
                    f"data.distribution must be uniform when data.n_new_people > 0 (the replay mixture of "
                    f"data.replay_weight decides who is drawn), got {distribution!r}")
 
+    @staticmethod
+    def _check_lookalikes(lookalikes, population_size, n_new_people, distribution) -> LookalikeSpec | None:
+        if lookalikes is None:
+            return None
+        try:
+            spec = LookalikeSpec.from_config(lookalikes)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
+        _check(spec.n_people <= population_size, f"data.lookalikes makes {spec.n_people} look-alike people, more "
+               f"than data.population_size={population_size} (they count in N)")
+        _check(n_new_people == 0, "data.lookalikes cannot be combined with fine-tuning (data.n_new_people > 0)")
+        _check(distribution is None or isinstance(distribution, Uniform),
+               f"data.lookalikes needs the uniform data.distribution (it sets who is drawn), got {distribution!r}")
+        return spec
+
     # ---- set-up ------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
@@ -200,6 +224,12 @@ class BioDataModule(L.LightningDataModule):
                f"data.batch_size={self.batch_size} must be divisible by the {self.world_size} devices")
         if not self._ready:
             self.seen, self.unseen = make_populations(self.pools, self.population_size, self.n_unseen, self.seed)
+            self.lookalikes = None
+            if self.lookalike_spec:
+                value_first = [np.array([self.tokenizer.encode(v)[0] for v in self.pools.values(a)])
+                               for a in ATTRIBUTES]
+                self.seen, self.lookalikes = add_lookalikes(self.seen, self.unseen, self.pools, value_first,
+                                                            self.lookalike_spec, self.seed)
             self.train_population = self.seen
             if self.n_new_people:
                 self.new = make_new_population(self.pools, self.seen, self.unseen, self.n_new_people, self.seed)

@@ -81,8 +81,14 @@ def logits_at(model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor,
 
 
 def answer_logits(model: nn.Module, prompts: PromptSet, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """[n, vocab] logits at each prompt's last position (they predict the value's first token)."""
-    parts = [logits[:, 0] for _, logits in logits_at(model, prompts.tokens, prompts.last[:, None], batch_size)]
+    """[n, vocab] logits at each prompt's last position (they predict the value's first token); only
+    that position is unembedded (biolab Transformer's `at`)."""
+    device, parts = model_device(model), []
+    with inference(model):
+        for start in range(0, len(prompts), batch_size):
+            rows = slice(start, start + batch_size)
+            last = prompts.last[rows].to(device)                                     # [b]
+            parts.append(model(prompts.tokens[rows, :int(last.max()) + 1].to(device), last).float())  # [b, vocab]
     return torch.cat(parts).to(prompts.tokens.device)
 
 
