@@ -111,6 +111,42 @@ def plot_attention(history: list[dict], path: str | Path, fall_end: int | None =
     return save_figure(fig, path)
 
 
+def overshadowing_groups(history: list[dict]) -> list[tuple[str, float]]:
+    """(kind, P) of the look-alike groups measured in the history (overshadow/<kind>/P<p>/...)."""
+    found = {(m.group(1), float(m.group(2))) for row in history for key in row
+             if (m := re.fullmatch(r"overshadow/(\w+)/P([\d.]+)/ao", key))}
+    return sorted(found, key=lambda g: (g[0] != "pair", g[0], g[1]))
+
+
+def plot_overshadowing(history: list[dict], path: str | Path, fall_end: int | None = None,
+                       plateau_end: int | None = None, acc_half: int | None = None, title: str = "") -> Path:
+    """Knowledge overshadowing against steps (SPEC section 9.1): RO per popularity ratio P, AO beside the
+    prior control, and the dominant people's accuracy R_dom; controls dashed; the plateau shaded."""
+    groups = overshadowing_groups(history)
+    levels = sorted({p for kind, p in groups if kind == "pair"})
+    colors = dict(zip(levels, plt.cm.plasma([i / max(1, len(levels) - 1) * 0.85 for i in range(len(levels))])))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.6))
+    panels = (("ro", "RO = AO / R_dom (where R_dom >= 0.05)"), ("ao", "AO: rare prompt answered with the dominant value"),
+              ("r_dom", "R_dom: accuracy on the dominant person"))
+    for ax, (metric, label) in zip(axes, panels):
+        for kind, level in groups:
+            steps, values = history_column(history, f"overshadow/{kind}/P{level:g}/{metric}")
+            style = "-" if kind == "pair" else "--"
+            ax.plot(steps, values, style, color=colors.get(level, "grey"), linewidth=1.6 if kind == "pair" else 1.0,
+                    label=f"P={level:g}" if kind == "pair" else f"{kind.replace('_', ' ')} only, P={level:g}")
+        if metric == "ao":
+            steps, values = history_column(history, "overshadow/prior")
+            ax.plot(steps, values, ":", color="k", label="prior control (ordinary people)")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.02, 1.02 if metric != "ro" else None)
+        mark_phases(ax, fall_end, plateau_end, acc_half)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title or "knowledge overshadowing")
+    return save_figure(fig, path)
+
+
 if __name__ == "__main__":
     run_dir = Path(sys.argv[1])
     rows = read_csv(run_dir / "metrics.csv")

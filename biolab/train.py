@@ -40,7 +40,8 @@ from biolab.history import history_column
 from biolab.hydra_hooks import write_hydra_files
 from biolab.io import atomic_write_text, read_csv, write_json
 from biolab.phases import phase_summary
-from biolab.plots import attention_layers, plot_attention, plot_learning_curves
+from biolab.plots import (attention_layers, overshadowing_groups, plot_attention, plot_learning_curves,
+                          plot_overshadowing)
 from biolab.resume import check_same_run as _check_same_run
 from biolab.resume import resume_checkpoint
 from biolab.runlock import RunLock, is_launching_process, refuse_if_locked, remove_orphans
@@ -174,7 +175,7 @@ def _finished(run_dir: Path) -> dict | None:
 
 def figures(run_dir: Path, history: list[dict], summary: dict, finetuning: bool) -> dict:
     """{file name: draw(path)} of a run's figures: learning_curves.png, attention.png (when attention
-    was measured), finetune.png (fine-tuning runs)."""
+    was measured), overshadowing.png (look-alike runs), finetune.png (fine-tuning runs)."""
     phases = dict(fall_end=summary.get("fall_end_step"), plateau_end=summary.get("plateau_end_step"),
                   acc_half=summary.get("acc_50pct_step"))
     if finetuning:  # the pre-training phases do not apply to a run that starts trained
@@ -185,6 +186,9 @@ def figures(run_dir: Path, history: list[dict], summary: dict, finetuning: bool)
     if attention_layers(history):
         draw["attention.png"] = lambda path: plot_attention(history, path, **phases,
                                                             title=f"attention metrics, {title}")
+    if overshadowing_groups(history):
+        draw["overshadowing.png"] = lambda path: plot_overshadowing(history, path, **phases,
+                                                                    title=f"knowledge overshadowing, {title}")
     if finetuning:
         from biolab.analysis.finetune import plot_finetune_run
         draw["finetune.png"] = lambda path: plot_finetune_run(run_dir)
