@@ -158,3 +158,29 @@ def test_spec_checks_its_values():
     with pytest.raises(ValueError, match="levels lists a level twice"):
         LookalikeSpec.from_config({"levels": [2, 2]})
     assert LookalikeSpec(levels=(1, 2), pairs_per_level=2, control_levels=(2,), control_pairs_per_level=1).n_people == 12
+
+
+def test_overshadowing_command_over_snapshots(tmp_path, capsys):
+    from biolab.mech.__main__ import main as mech_main
+    from biolab.train import train
+
+    from conftest import make_cfg
+
+    run = tmp_path / "run"
+    train(make_cfg(run, *TINY))
+    args = ["overshadowing", str(run), "templates_per_attribute=1", "prior_per_pair=1", "random_sets=2",
+            "bootstrap=50", "ig_steps=1"]
+    assert mech_main(args) == 0
+    out_dir = run / "mech" / "overshadowing"
+    summary = __import__("json").loads((out_dir / "summary.json").read_text())
+    for key in ("ro_by_p_end", "ro_gap", "ro_gap_95", "spearman_logp_ro", "prior_control_rate", "peak_step",
+                "plateau_end_step", "recovery_flip_rate", "circuit_final"):
+        assert key in summary
+    assert summary["steps"] == [0, 10, 20] and set(summary["ro_by_p_end"]) == {"1", "8"}
+    assert summary["circuit_final"]["circuit_edges"] >= 1
+    assert (out_dir / "ro_by_p.png").stat().st_size > 10_000
+    assert (out_dir / "table.csv").read_text().count("\n") == 1 + 3 * 4  # 3 steps x (2 pair levels + 2 controls)
+    capsys.readouterr()
+    assert mech_main(args) == 0  # resumed: nothing recomputed
+    assert "] step" not in capsys.readouterr().out
+    assert mech_main(["overshadowing", str(run), "templates_per_attribute=9"]) == 2

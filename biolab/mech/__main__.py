@@ -1,6 +1,7 @@
 """Command line of biolab.mech: one analysis over the snapshots of a run directory.
 
     python -m biolab.mech circuits RUN_DIR [key=value ...]   # knowledge circuits across training
+    python -m biolab.mech overshadowing RUN_DIR [key=value ...]  # look-alike runs: RO per P across training
     python -m biolab.mech export RUN_DIR [step=K] [out=DIR]   # a TransformerLens HookedTransformer
 
 Options are key=value pairs (values parsed as YAML: 5, 0.7, [0,100,200], final); each analysis's
@@ -18,7 +19,7 @@ import yaml
 
 from biolab.errors import ConfigError
 
-USAGE = "usage: python -m biolab.mech {circuits,export} RUN_DIR [key=value ...]"
+USAGE = "usage: python -m biolab.mech {circuits,overshadowing,export} RUN_DIR [key=value ...]"
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -62,7 +63,19 @@ def _export(run_dir: str, options: dict) -> None:
           f"(load with biolab.mech.export.load_export)")
 
 
-COMMANDS = {"circuits": _circuits, "export": _export}
+def _overshadowing(run_dir: str, options: dict) -> None:
+    from biolab.mech.overshadowing_study import run_overshadowing
+
+    summary = run_overshadowing(run_dir, **options)
+    gap, interval = summary["ro_gap"], summary["ro_gap_95"]
+    shown = "undefined" if gap is None else f"{gap:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    print(f"RO peak at step {summary['peak_step']} (plateau end {summary['plateau_end_step']}, 50% accuracy "
+          f"{summary['acc_50pct_step']}): RO(P={summary['pair_levels'][-1]:g}) - RO(P={summary['pair_levels'][0]:g}) "
+          f"= {shown}; Spearman(log P, RO) {summary['spearman_logp_ro']}; prior control "
+          f"{summary['prior_control_rate']}; recovery flip rate {summary['recovery_flip_rate']}")
+
+
+COMMANDS = {"circuits": _circuits, "overshadowing": _overshadowing, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

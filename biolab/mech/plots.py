@@ -78,3 +78,40 @@ def plot_circuit_timeline(summary: dict, metrics: list[dict], path: str | Path, 
     mark_timeline(ax, summary)
     fig.suptitle(f"knowledge circuits over training\n{title}", fontsize=10)
     return save_figure(fig, path)
+
+
+def plot_overshadowing_study(summary: dict, metrics: list[dict], path: str | Path, title: str = "") -> Path:
+    """RO against P at the RO peak and at the end (95% bootstrap intervals over pairs), and RO against step
+    per P under the loss curve, the plateau shaded. Every number is in summary.json."""
+    fig, (ax_p, ax_loss, ax_ro) = plt.subplots(1, 3, figsize=(18, 4.6))
+    for name, color in (("peak", "tab:red"), ("end", "tab:blue")):
+        by_p = summary.get(f"ro_by_p_{name}") or {}
+        points = [(float(p), row["ro"], row["ro_95"]) for p, row in by_p.items() if row["ro"] is not None]
+        if points:
+            ps, ros, intervals = zip(*points)
+            low = [r - (i[0] if i else r) for r, i in zip(ros, intervals)]
+            high = [(i[1] if i else r) - r for r, i in zip(ros, intervals)]
+            step = summary["peak_step"] if name == "peak" else summary["final_step"]
+            ax_p.errorbar(ps, ros, yerr=[low, high], fmt="o-", color=color, capsize=3, label=f"{name} (step {step})")
+    ax_p.axhline(summary.get("prior_control_rate") or 0, color="k", linestyle=":", label="prior control rate")
+    ax_p.set_xscale("log", base=2)
+    ax_p.set_xlabel("popularity ratio P of the dominant person")
+    ax_p.set_ylabel("relative overshadowing RO = AO / R_dom")
+    ax_p.legend(fontsize=8)
+    ax_p.set_title("RO against P (95% bootstrap over pairs)", fontsize=10)
+    loss_panel(ax_loss, metrics, summary)
+    ax_loss.set_title("attribute loss and accuracy", fontsize=10)
+    levels = summary["pair_levels"]
+    colors = plt.cm.plasma([i / max(1, len(levels) - 1) * 0.85 for i in range(len(levels))])
+    for p, color in zip(levels, colors):
+        steps = [int(s) for s, c in summary["ro_curves"].items() if c[f"{p:g}"] is not None]
+        ax_ro.plot(steps, [summary["ro_curves"][str(s)][f"{p:g}"] for s in steps], "o-", color=color,
+                   markersize=3, label=f"P={p:g}")
+    mark_timeline(ax_ro, summary)
+    for ax in (ax_loss, ax_ro):
+        ax.set_xlabel("training step")
+    ax_ro.set_ylabel("RO")
+    ax_ro.legend(fontsize=7)
+    ax_ro.set_title("RO against step per P (snapshots)", fontsize=10)
+    fig.suptitle(title or "knowledge overshadowing")
+    return save_figure(fig, path)
