@@ -184,3 +184,12 @@ def test_overshadowing_command_over_snapshots(tmp_path, capsys):
     assert mech_main(args) == 0  # resumed: nothing recomputed
     assert "] step" not in capsys.readouterr().out
     assert mech_main(["overshadowing", str(run), "templates_per_attribute=9"]) == 2
+    from biolab.analysis.__main__ import main as analysis_main
+
+    (tmp_path / "unanalysed").mkdir()
+    (tmp_path / "unanalysed" / "config.yaml").write_text("seed: 1\n")
+    assert analysis_main(["overshadowing", str(tmp_path)]) == 0  # the run's directory as a one-job sweep
+    swept = __import__("json").loads((tmp_path / "overshadowing_sweep.json").read_text())
+    assert [j["job"] for j in swept["jobs"]] == ["run"] and swept["missing_analysis"] == ["unanalysed"]
+    assert swept["jobs"][0]["ro_by_p_end"] == summary["ro_by_p_end"]
+    assert (tmp_path / "overshadowing_sweep.png").stat().st_size > 10_000
