@@ -5,10 +5,13 @@
     graph.py     the edge graph; edge patching, EAP, EAP-IG, exact single-edge patching
     circuits.py  one snapshot's knowledge circuit: faithfulness against budget, random controls, head roles
     circuits_study.py, track.py, plots.py   the same over every snapshot of a run, its table and timeline
+    overshadowing.py, overshadowing_study.py   look-alike pairs: AO, R_dom, RO per P; over snapshots, circuit view
     export.py    a TransformerLens HookedTransformer of any snapshot
 
     python -m biolab.mech circuits RUN_DIR        # writes RUN_DIR/mech/circuits/
+    python -m biolab.mech overshadowing RUN_DIR   # writes RUN_DIR/mech/overshadowing/
     python -m biolab.mech export RUN_DIR step=K   # writes RUN_DIR/mech/export/step_<K>/
 
-Needs the `mech` extra (pip install -e ".[mech]"; the dev extra includes it).
+Only the export needs the `mech` extra (TransformerLens: pip install -e ".[mech]"); everything else runs
+on the core install.
 """
