@@ -3,6 +3,7 @@ power-law fit and the figures of a population sweep."""
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -111,8 +112,13 @@ def test_prediction_is_written_once_before_the_sizes_run_and_checked_after(tmp_p
     (tmp_path / "kept.json").rename(sweep / "predictions.json")
     for seed in (0, 1):  # the large size runs, 30% later than the law
         fake_job(sweep, 16384, seed, plateau_end=1.3 * 20.0 * 16384 ** 0.6)
-    check = analyse_population_sweep(sweep)["prediction_check"]["milestones"]["plateau_end_interpolated"]["16384"]
+    result = analyse_population_sweep(sweep)["prediction_check"]
+    check = result["milestones"]["plateau_end_interpolated"]["16384"]
     assert check["measured_over_predicted"] == pytest.approx(1.3, abs=0.06) and check["measured_seeds"] == 2
+    assert result["written_before_the_runs"] is True
+    old = sweep / "data.population_size=16384,seed=0" / "config.yaml"
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # a run that started in 2001, before the prediction
+    assert analyse_population_sweep(sweep)["prediction_check"]["written_before_the_runs"] is False
 
 
 def test_analysis_of_a_missing_directory_is_a_clear_error(tmp_path, capsys):

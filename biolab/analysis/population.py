@@ -33,6 +33,7 @@ import json
 import math
 import sys
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +223,8 @@ def predict(sweep_dir: str | Path, sizes: list[int], fit_from: int | None = None
         raise ConfigError(f"N = {clash} already ran (or started) in {sweep_dir}: predict sizes not yet run")
     settings = run_settings(jobs[0])
     fits = scaling_fit(jobs, settings, fit_from or FIT_FROM)
-    predictions = {"fitted_on_sizes": measured, "predicted_sizes": sorted(sizes), "milestones": {}}
+    predictions = {"fitted_on_sizes": measured, "predicted_sizes": sorted(sizes),
+                   "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "milestones": {}}
     for key, _ in MILESTONES:
         fit = fits[key]["fit"] if fit_from is None else fits[key][f"fit_from_{fit_from}"]
         if fit is None:
@@ -248,7 +250,14 @@ def prediction_check(sweep_dir: Path, fits: dict) -> dict | None:
     if not path.exists():
         return None
     predictions = json.loads(path.read_text())
-    out = {"fitted_on_sizes": predictions["fitted_on_sizes"], "milestones": {}}
+    written = datetime.fromisoformat(predictions["written_at"]) if "written_at" in predictions else None
+    started = [datetime.fromtimestamp((job / "config.yaml").stat().st_mtime, timezone.utc)
+               for job in sweep_dir.iterdir() if (job / "config.yaml").is_file()
+               and _size_of_dir(job) in set(predictions["predicted_sizes"])]
+    out = {"fitted_on_sizes": predictions["fitted_on_sizes"], "written_at": predictions.get("written_at"),
+           # every predicted size's run began after the prediction was written (config.yaml is its first file)
+           "written_before_the_runs": None if written is None or not started else bool(written <= min(started)),
+           "milestones": {}}
     for key, entry in predictions["milestones"].items():
         rows = {}
         for n, predicted in entry["predicted"].items():
@@ -262,6 +271,15 @@ def prediction_check(sweep_dir: Path, fits: dict) -> dict | None:
             rows[n] = row
         out["milestones"][key] = rows
     return out
+
+
+def _size_of_dir(job_dir: Path) -> int | None:
+    """N from a job directory name such as data.population_size=8192,seed=0."""
+    for part in job_dir.name.split(","):
+        key, _, value = part.partition("=")
+        if key == SIZE_KEY and value.isdigit():
+            return int(value)
+    return None
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
