@@ -162,6 +162,14 @@ def test_population_fits_recompute_from_its_runs():
         assert agrees((fit["exponent"], 6), fits[key]["fit"]["exponent"])
 
 
+# README.md quotes "1.7-1.9% of training time in the population sweep"; the 15 runs of table.csv measured
+# 1.27-1.87% ("1.3-1.9%"): the correction is proposed to the README's editor; remove this mark with it
+@pytest.mark.xfail(strict=True, reason="README.md: 1.7-1.9% should read 1.3-1.9%")
+def test_population_attention_cost_is_its_runs():
+    costs = [float(r["attention_cost_vs_training"]) * 100 for seeds in population_runs().values() for r in seeds]
+    check(prose(README, r"[0-9.]+-[0-9.]+% of training time in the population sweep"), [min(costs), max(costs)])
+
+
 def test_population_attention_of_seed_0_is_its_metrics():
     rows = csv_rows(DOCS / "population_cpu" / "metrics_N2048_seed0.csv")
     phases = phases_from_metrics(read_csv(DOCS / "population_cpu" / "metrics_N2048_seed0.csv"), 6.784919644771066)
@@ -389,3 +397,100 @@ def test_every_figure_a_doc_shows_is_committed(path):
     doc = ROOT / path
     for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text(encoding="utf-8")):
         assert (doc.parent / target).is_file(), f"{path} shows {target}, which is not committed"
+
+
+# ---------- speed tables (benchmarks/results/*.json) ----------
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_speed_tables_are_their_benchmark_files():
+    cpu = load_json(RESULTS / "cpu_quickstart.json")
+    check(row(README, "Lightning training step vs a bare")[1],
+          [cpu["lightning_over_bare"], cpu["lightning_tokens_per_s"] / 1000, cpu["bare_tokens_per_s"] / 1000])
+    check(row(README, "data generation vs training")[1],
+          [cpu["data_over_training"], cpu["data_batches_per_s"], cpu["train_steps_per_s"]])
+    training = cpu["evaluations"] * cpu["seconds_per_evaluation"] / cpu["eval_over_training_time"]
+    check(row(README, "evaluation time vs the quick-start")[1],
+          [cpu["eval_over_training_time"] * 100, cpu["evaluations"], cpu["seconds_per_evaluation"], training])
+    for label, name in (("paper model and batch", "h100_paper_throughput"),
+                        ("quick-start model, `data.num_workers=0`", "h100_quickstart_throughput"),
+                        ("quick-start model, `data.num_workers=2`", "h100_quickstart_throughput_workers2")):
+        gpu, cells = load_json(RESULTS / f"{name}.json"), row(README, label)
+        check(cells[1], [gpu["lightning_tokens_per_s"] / 1000, gpu["train_steps_per_s"]])
+        check(cells[2], [gpu["lightning_over_bare"]])
+        check(cells[3], [gpu["data_over_training"]])
+        check(cells[4], [gpu["eval_over_training_time"] * 100])
+
+
+def test_patching_speed_table_is_its_benchmark_files():
+    for label, name in (("15 steps x 3 rounds", "cpu_patching"), ("20 steps x 3 rounds", "cpu_patching_first_run"),
+                        ("quiet 2-core CPU", "cpu_patching_quiet"), ("NVIDIA H100 80GB", "h100_quickstart_patching")):
+        bench, cells = load_json(RESULTS / f"{name}.json"), row(PATCHING, label)
+        assert f"`{name}.json`" in cells[0]
+        check(cells[1], [bench["step_ms"]["unpatched"]])
+        check(cells[2], [bench["step_ms"]["explicit"]])
+        check(cells[3], [bench["step_ms"]["patched"]])
+        check(cells[4], [bench["patched_over_unpatched"]])
+        check(cells[5], [bench["explicit_over_unpatched"]])
+        check(cells[6], [bench["patched_over_explicit"]])
+
+
+# ---------- the studies' numbers repeated in prose (README summaries, comparison rows) ----------
+
+def test_readme_study_summaries_are_their_files():
+    runs, n8192 = patching_runs("patching.json"), patching_runs("n8192_patching.json")
+    ref, late = runs["reference"], runs["ref1600_start0"]
+    check(prose(README, r"lower final loss than the unpatched run \([0-9.]+ against [0-9.]+"),
+          [late["final_loss"], ref["final_loss"]])
+    check(prose(README, r"shortens the plateau from \d+ to \d+ steps"),
+          [ref["plateau_end_interpolated"] - ref["fall_end_step"], late["plateau_end_interpolated"] - late["fall_end_step"]])
+    check(prose(README, r"\*\*[0-9.]+x\*\* earlier \(\d+ against \d+ steps\)"),
+          [ref["plateau_end_interpolated"] / late["plateau_end_interpolated"], late["plateau_end_interpolated"],
+           ref["plateau_end_interpolated"]])
+    early = [runs[f"ref{k}_start0"]["final_loss"] for k in (50, 100, 200)]
+    check(prose(README, r"end worse than the untrained one \([0-9.]+-[0-9.]+ against [0-9.]+\)"),
+          [min(early), max(early), runs["ref0_start0"]["final_loss"]])
+    check(prose(README, r"At N = 8,192 the crossing moves only [0-9.]+x"),
+          [None, n8192["reference"]["plateau_end_interpolated"] / n8192["ref1600_start0"]["plateau_end_interpolated"]])
+    wide = {k: run_phases(DOCS / "patching_cpu" / "wide2400_n2048" / k) for k in ("reference", "ref1600_start0", "ref2400_start0")}
+    seed1 = {k: run_phases(DOCS / "patching_cpu" / "wide2400_n2048_seed1" / k) for k in ("reference", "ref1600_start0")}
+    cross = lambda p: p["plateau_end_interpolated"]  # noqa: E731
+    check(prose(README, r"crossing at \d+-\d+ steps patched against [0-9.]+ unpatched, \*\*[0-9.]+x and [0-9.]+x\*\*"),
+          [cross(wide["ref1600_start0"]), cross(wide["ref2400_start0"]), cross(wide["reference"]),
+           cross(wide["reference"]) / cross(wide["ref1600_start0"]), cross(wide["reference"]) / cross(wide["ref2400_start0"])])
+    check(prose(README, r"\*\*[0-9.]+x\*\* for seed 1 \([0-9.]+ against [0-9.]+\): [0-9.]+x over the two seeds"),
+          [cross(seed1["reference"]) / cross(seed1["ref1600_start0"]), None, cross(seed1["ref1600_start0"]),
+           cross(seed1["reference"]), (cross(wide["reference"]) + cross(seed1["reference"]))
+           / (cross(wide["ref1600_start0"]) + cross(seed1["ref1600_start0"]))])
+    curricula = {(r["N"], r["setting"]): r for r in curricula_runs()}
+    check(prose(README, r"the best warm-up beats uniform \([0-9.]+% against [0-9.]+% at N 4,096, [0-9.]+% against "
+                        r"[0-9.]+% at 8,192\)"),
+          [100 * curricula[4096, "k 256 e 4"]["attr_acc"], 100 * curricula[4096, "alpha 0"]["attr_acc"], 4096,
+           100 * curricula[8192, "k 1024 e 4"]["attr_acc"], 100 * curricula[8192, "alpha 0"]["attr_acc"], 8192])
+    finetune = {(int(float(r["n_new_people"])), float(r["replay_weight"])): float(r["old_acc_end"])
+                for r in csv_rows(DOCS / "finetune_cpu" / "finetune_table.csv")}
+    check(prose(README, r"\([0-9., ]+ for w = 0, 1/8, 1/2, 2 at M = 384\)"),
+          [finetune[384, w] for w in (0.0, 0.125, 0.5, 2.0)])
+
+
+def test_patching_comparison_rows_are_their_study_jsons():
+    for label, name in (("quick-start model (d 128)", "patching.json"), ("same, N = 8,192", "n8192_patching.json")):
+        runs, cells = patching_runs(name), row(PATCHING, label)
+        ref, late = runs["reference"], runs["ref1600_start0"]
+        check(cells[1], [ref["fall_end_step"]])
+        check(cells[2], [ref["plateau_end_interpolated"]])
+        check(cells[3], [ref["plateau_end_interpolated"] / ref["fall_end_step"]])
+        # the patched crossing, and the reference step with the reference's accuracy there (its last step)
+        check(cells[4], [late["plateau_end_interpolated"], 1600, ref["final_acc"]])
+        check(cells[5], [ref["plateau_end_interpolated"] / late["plateau_end_interpolated"]])
+
+
+def test_finetune_and_curricula_prose_are_their_tables():
+    runs = csv_rows(DOCS / "finetune_cpu" / "finetune_table.csv")
+    assert len({(r["old_loss_start"], r["old_acc_start"]) for r in runs}) == 1  # one pre-training run
+    check(prose(FINETUNING, r"The pre-training run there ended at old-people loss [0-9.]+, accuracy [0-9.]+"),
+          [float(runs[0]["old_loss_start"]), float(runs[0]["old_acc_start"])])
+    curricula = {(r["N"], r["setting"]): r["attr_loss"] for r in curricula_runs()}
+    check(prose(CURRICULA, r"here [0-9.]+, [0-9.]+, [0-9.]+, [0-9.]+, [0-9.]+ at N 4,096"),
+          [curricula[4096, f"alpha {a}"] for a in ("0", "0.4", "0.6", "0.8", "1")])
