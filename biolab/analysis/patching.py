@@ -105,8 +105,8 @@ def _plot_curves(ax, runs: list[dict], selected: list[dict], label, title: str) 
         # a marker (every point of a short run; filled and hollow in turn) and a line style per run, so
         # curves that lie on each other stay apart
         ax.plot(run["steps"], run["loss"], LINESTYLES[i % len(LINESTYLES)], color=color,
-                marker=MARKERS[i % len(MARKERS)], markersize=5 if i % 2 else 3.5, markevery=None if len(run["steps"]) <= 30 else 0.08,
-                markerfacecolor="none" if i % 2 else color, label=label(run))
+                marker=MARKERS[i % len(MARKERS)], markersize=5 if i % 2 else 3.5,
+                markevery=None if len(run["steps"]) <= 30 else 0.08, markerfacecolor="none" if i % 2 else color, label=label(run))
     for run in (r for r in runs if r["reference_step"] is None):
         ax.plot(run["steps"], run["loss"], "k--", linewidth=1.5, label="unpatched")
     baseline = next((r["baseline"] for r in runs if r["baseline"] is not None), None)
