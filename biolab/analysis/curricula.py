@@ -469,7 +469,7 @@ def plot_best_curves(studies: dict[str, list[Run]], path: Path) -> tuple[Path, i
         steps = [r["step"] for r in rows]
         label = f"{'uniform' if key == 'uniform' else STUDY_NAMES[key]}: {run.label}"
         style = dict(color=COLORS[key], linewidth=2.0 if key == "uniform" else 1.4,
-                     linestyle="-" if key == "uniform" else "--")
+                     linestyle="-" if key == "uniform" else "--", marker=MARKERS[key], markevery=0.1, markersize=4)
         ax_loss.plot(steps, [r[LOSS] for r in rows], label=label, **style)
         ax_acc.plot(steps, [r.get(ACC, math.nan) for r in rows], label=label, **style)
         baseline = baseline or run.baseline
