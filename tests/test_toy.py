@@ -10,7 +10,8 @@ import csv
 import pytest
 import torch
 
-from biolab.toy.__main__ import main
+from biolab.io import read_csv
+from biolab.toy.__main__ import main, study_info
 from biolab.toy.associative_memory import ToyConfig, finetune, make_keys, pretrain, run_study
 
 TINY = ToyConfig(n_keys=512, dim=16, hidden=64, n_classes=10, finetune_steps=300, batch_size=64, seed=0)
@@ -94,3 +95,16 @@ def test_command_line_writes_csv_and_figure(tmp_path, capsys):
     assert runs == {(16, 0.0), (32, 0.0), (32, 1.0)}  # (32, 0) is shared by both sweeps
     assert set(rows[0]) == {"n_new", "replay_weight", "step", "old_loss", "old_acc", "new_loss", "new_acc"}
     assert (tmp_path / "toy_memory.png").stat().st_size > 10_000
+    # --replot redraws the figure from the CSV alone (no training); the runs are read back from it
+    (tmp_path / "toy_memory.png").unlink()
+    main(["--out", str(tmp_path), "--replot", "--n-classes", "10"])
+    assert (tmp_path / "toy_memory.png").stat().st_size > 10_000
+    assert study_info(read_csv(tmp_path / "toy_memory.csv")) == {
+        "new_counts": [16, 32], "replay_new": 32, "replay_weights": [0.0, 1.0]}
+
+
+def test_replot_without_a_csv_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), "--replot"])
+    assert exit_info.value.code == 2 and "toy_memory.csv" in capsys.readouterr().err
+    assert not (tmp_path / "toy_memory.png").exists()

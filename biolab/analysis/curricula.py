@@ -273,6 +273,12 @@ def _loss_text(run: Run) -> str:
     return text + ("*" if not run.finished else "")
 
 
+def _baseline_note(runs: list[Run]) -> str:
+    """'; no-knowledge baseline 6.78' for a heat map's title (a heat map has no line to draw it as)."""
+    baseline = next((r.baseline for r in runs if r.baseline), None)
+    return f"; no-knowledge baseline {baseline:.2f}" if baseline else ""
+
+
 def _loss_minus_uniform(run: Run, uniform: dict[int, Run]) -> float:
     reference = uniform.get(run.size)
     return run.attr_loss - reference.attr_loss if reference is not None else math.nan
@@ -305,7 +311,7 @@ def plot_power_law(runs: list[Run], uniform: dict[int, Run], path: Path) -> Path
     ax_plateau.set_title("plateau end (steps; none: never below the baseline)", fontsize=10)
     image = _heat_map(ax_loss, loss, loss_texts, rows, cols, "RdBu_r", _symmetric_norm(loss))
     fig.colorbar(image, ax=ax_loss, label="loss minus uniform's at the same N (nats)")
-    ax_loss.set_title("final attribute loss (nats) and accuracy", fontsize=10)
+    ax_loss.set_title(f"final attribute loss (nats{_baseline_note(runs)}) and accuracy", fontsize=10)
     for ax in (ax_plateau, ax_loss):
         ax.set_xlabel("population size N")
         ax.set_ylabel(AXIS_NAMES["data.distribution.alpha"] + " (0 = uniform)")
@@ -344,7 +350,7 @@ def plot_two_key_study(study: str, runs: list[Run], uniform: dict[int, Run], pat
     axes[0].set_ylabel(AXIS_NAMES[row_key])
     fig.colorbar(image, cax=axes[-1], label="loss minus uniform's (nats)")
     note = "; * unfinished" if any(not r.finished for r in runs) else ""
-    fig.suptitle(f"{STUDY_NAMES[study]}: final attribute loss (nats) and accuracy "
+    fig.suptitle(f"{STUDY_NAMES[study]}: final attribute loss (nats{_baseline_note(runs)}) and accuracy "
                  f"(colour: blue = better than uniform{note})", fontsize=11)
     return save_figure(fig, path)
 
@@ -463,7 +469,7 @@ def plot_best_curves(studies: dict[str, list[Run]], path: Path) -> tuple[Path, i
         steps = [r["step"] for r in rows]
         label = f"{'uniform' if key == 'uniform' else STUDY_NAMES[key]}: {run.label}"
         style = dict(color=COLORS[key], linewidth=2.0 if key == "uniform" else 1.4,
-                     linestyle="-" if key == "uniform" else "--")
+                     linestyle="-" if key == "uniform" else "--", marker=MARKERS[key], markevery=0.1, markersize=4)
         ax_loss.plot(steps, [r[LOSS] for r in rows], label=label, **style)
         ax_acc.plot(steps, [r.get(ACC, math.nan) for r in rows], label=label, **style)
         baseline = baseline or run.baseline

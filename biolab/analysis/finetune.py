@@ -126,6 +126,14 @@ def _log_if_wide(ax, axis: str, ratio: float = 4.0) -> None:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per run, so runs whose curves overlap stay apart
+
+
+def _baseline(runs: list[FinetuneRun]) -> float | None:
+    """The no-knowledge baseline logged by the runs (the same for old and new people: same pools)."""
+    return next((r["val/baseline"] for run in runs for r in run.rows if r.get("val/baseline")), None)
+
+
 def _colors(n: int):
     return plt.cm.viridis([i / max(1, n - 1) * 0.9 for i in range(n)])
 
@@ -139,9 +147,9 @@ def plot_trajectories(runs: list[FinetuneRun], path: str | Path, w_ref: float, m
     """Paper Figure 5-middle/right: pre-training loss against fine-tuning loss, one trajectory per run."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, (group, label, title) in zip(axes, _groups(runs, w_ref, m_ref)):
-        for run, color in zip(group, _colors(len(group))):
+        for i, (run, color) in enumerate(zip(group, _colors(len(group)))):
             x, y = _paired(run.rows, f"{NEW}/attr_loss", f"{OLD}/attr_loss")
-            ax.plot(x, y, "-", color=color, marker=".", markersize=4, label=label(run))
+            ax.plot(x, y, "-", color=color, marker=MARKERS[i % len(MARKERS)], markersize=3, label=label(run))
             if x:
                 ax.plot(x[0], y[0], "o", color=color, markersize=8, markerfacecolor="none")
                 ax.plot(x[-1], y[-1], "s", color=color, markersize=7)
@@ -149,9 +157,10 @@ def plot_trajectories(runs: list[FinetuneRun], path: str | Path, w_ref: float, m
             ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center")
         _log_if_wide(ax, "x")
         _log_if_wide(ax, "y")
-        baseline = runs[0].rows[0].get("val/baseline")
-        if baseline:
+        baseline = _baseline(runs)
+        if baseline:  # both axes are attribute losses over the same pools: the same baseline on each
             ax.axhline(baseline, color="k", linestyle="--", linewidth=1, label=f"no-knowledge baseline {baseline:.2f}")
+            ax.axvline(baseline, color="k", linestyle="--", linewidth=1)
         ax.set_xlabel("fine-tuning loss: new people, evaluation templates (nats per value)")
         ax.set_ylabel("pre-training loss: old people, evaluation templates")
         ax.set_title(title + "\n(circle: step 0, square: last step)", fontsize=10)
@@ -173,11 +182,18 @@ def plot_curves(runs: list[FinetuneRun], path: str | Path, w_ref: float, m_ref: 
     for col, (group, label, title) in enumerate(_groups(runs, w_ref, m_ref)):
         for row, (key, ylabel, log) in enumerate(CURVE_ROWS):
             ax = axes[row, col]
-            for run, color in zip(group, _colors(len(group))):
+            for i, (run, color) in enumerate(zip(group, _colors(len(group)))):
                 steps, values = history_column(run.rows, key)
-                ax.plot(steps, values, "-o", color=color, markersize=2.5, label=label(run))
+                ax.plot(steps, values, "-", marker=MARKERS[i % len(MARKERS)], color=color, markersize=3.5,
+                        markevery=0.08, label=label(run))
+            if not group:
+                ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center")
             if log:
                 _log_if_wide(ax, "y")
+                baseline = _baseline(runs)
+                if baseline:
+                    ax.axhline(baseline, color="k", linestyle="--", linewidth=1,
+                               label=f"no-knowledge baseline {baseline:.2f}")
             else:
                 ax.set_ylim(-0.02, 1.02)
             ax.set_ylabel(ylabel, fontsize=9)

@@ -67,6 +67,9 @@ def plot_sweep(result: dict, path: Path) -> Path:
     ax_ro.legend(fontsize=7)
     ax_peak.set_xlabel("plateau end (step)")
     ax_peak.set_ylabel("RO peak (step)")
+    if not ax_peak.collections:  # no run with both a plateau end and an RO peak: say so, not a blank panel
+        ax_peak.text(0.5, 0.5, "no run with both a plateau end and an RO peak", transform=ax_peak.transAxes,
+                     ha="center")
     ax_peak.axline((0, 0), slope=1, color="grey", linestyle=":", label="peak = plateau end")
     ax_peak.legend(fontsize=7)
     fig.suptitle(f"knowledge overshadowing across {len(result['jobs'])} runs")

@@ -33,6 +33,8 @@ from biolab.runs import load_run
 
 LOSS = "val/attr_loss"
 MILESTONES = ("fall_end_step", "plateau_end_interpolated", "acc_50pct_step")  # keys of summary.json
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "-.", ":")  # "--" is the unpatched run
 
 
 def load_runs(study: str | Path) -> list[dict]:
@@ -98,9 +100,13 @@ def heat_table(runs: list[dict]) -> tuple[list[int], list[int], list[list[float]
 
 def _plot_curves(ax, runs: list[dict], selected: list[dict], label, title: str) -> None:
     """Attribute loss against steps of `selected` (coloured by reference step), the unpatched run dashed."""
-    colors = plt.cm.viridis([i / max(1, len(selected) - 1) for i in range(len(selected))])
-    for run, color in zip(selected, colors):
-        ax.plot(run["steps"], run["loss"], color=color, label=label(run))
+    colors = plt.cm.viridis([i / max(1, len(selected) - 1) * 0.9 for i in range(len(selected))])
+    for i, (run, color) in enumerate(zip(selected, colors)):
+        # a marker (every point of a short run; filled and hollow in turn) and a line style per run, so
+        # curves that lie on each other stay apart
+        ax.plot(run["steps"], run["loss"], LINESTYLES[i % len(LINESTYLES)], color=color,
+                marker=MARKERS[i % len(MARKERS)], markersize=5 if i % 2 else 3.5,
+                markevery=None if len(run["steps"]) <= 30 else 0.08, markerfacecolor="none" if i % 2 else color, label=label(run))
     for run in (r for r in runs if r["reference_step"] is None):
         ax.plot(run["steps"], run["loss"], "k--", linewidth=1.5, label="unpatched")
     baseline = next((r["baseline"] for r in runs if r["baseline"] is not None), None)
@@ -115,23 +121,26 @@ def _plot_curves(ax, runs: list[dict], selected: list[dict], label, title: str) 
 
 
 def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
-    """Three panels: runs patched from step 0 by reference step (Figure 3-middle), freeze runs
-    (start = reference step; Figure D freeze curves), heat map of the final loss (Figure D-right)."""
-    fig, (ax_curves, ax_freeze, ax_heat) = plt.subplots(1, 3, figsize=(19, 5),
-                                                        gridspec_kw={"width_ratios": [1.15, 1.15, 1]})
+    """Up to three panels: runs patched from step 0 by reference step (Figure 3-middle), freeze runs
+    (start = reference step; Figure D freeze curves), heat map of the final loss (Figure D-right). A study
+    without freeze runs, or without a patched run that has a final loss (all stopped early), gets no
+    such panel rather than an empty one."""
     by_reference = lambda r: r["reference_step"]  # noqa: E731
     start0 = sorted((r for r in runs if r["start_step"] == 0), key=by_reference)
-    _plot_curves(ax_curves, runs, start0, lambda r: f"reference step {r['reference_step']}",
-                 "patched from step 0, by reference step")
     frozen = sorted((r for r in runs if r["start_step"] is not None and r["start_step"] > 0
                      and r["start_step"] == r["reference_step"]), key=by_reference)
-    _plot_curves(ax_freeze, runs, frozen, lambda r: f"frozen at step {r['start_step']}",
-                 "attention frozen at step t (start = reference = t)")
-    if not frozen:
-        ax_freeze.text(0.5, 0.5, "no freeze run in this study", transform=ax_freeze.transAxes, ha="center")
-
     refs, starts, table = heat_table(runs)
+    widths = [1.15] + [1.15] * bool(frozen) + [1] * bool(refs)
+    fig, axes = plt.subplots(1, len(widths), figsize=(6.3 * len(widths), 5), gridspec_kw={"width_ratios": widths},
+                             squeeze=False)
+    panels = iter(axes[0])
+    _plot_curves(next(panels), runs, start0, lambda r: f"reference step {r['reference_step']}",
+                 "patched from step 0, by reference step")
+    if frozen:
+        _plot_curves(next(panels), runs, frozen, lambda r: f"frozen at step {r['start_step']}",
+                     "attention frozen at step t (start = reference = t)")
     if refs:
+        ax_heat = next(panels)
         rows = list(reversed(range(len(refs))))  # latest reference on top, as in the paper's figure
         values = [table[i] for i in rows]
         finite = [v for row in values for v in row if not math.isnan(v) and v > 0]
@@ -145,12 +154,9 @@ def plot_patching(runs: list[dict], path: str | Path, title: str = "") -> Path:
         ax_heat.set_xticks(range(len(starts)), [str(s) for s in starts])
         ax_heat.set_yticks(range(len(rows)), [str(refs[i]) for i in rows])
         fig.colorbar(image, ax=ax_heat, label="final attribute loss")
-    else:
-        ax_heat.text(0.5, 0.5, "no patched run with a final loss\n(runs stopped early have none)",
-                     transform=ax_heat.transAxes, ha="center")
-    ax_heat.set_xlabel("start of patching (step)")
-    ax_heat.set_ylabel("reference step")
-    ax_heat.set_title("final attribute loss")
+        ax_heat.set_xlabel("start of patching (step)")
+        ax_heat.set_ylabel("reference step")
+        ax_heat.set_title("final attribute loss")
     fig.suptitle(title or "attention patching")
     return save_figure(fig, path)
 

@@ -381,6 +381,8 @@ def plot_scaling(jobs: list[Job], fits: dict, path: Path) -> Path:
     _draw_fit(ax_length, fits[LENGTH_KEY]["fit"], "tab:orange", "-", "plateau length, all N")
     _draw_fit(ax_length, fits[LENGTH_KEY][f"fit_from_{fit_from}"], "tab:orange", "--", f"N >= {fit_from}")
     no_plateau = fits["jobs"]["no_plateau"]
+    if not [p for p in milestone_points(jobs, LENGTH_KEY) if p[2] > 0]:  # say so rather than leave it blank
+        ax_length.text(0.5, 0.5, "no run with a plateau", transform=ax_length.transAxes, ha="center")
     _log_axes(ax_length, "plateau length (steps: plateau end - fall end)",
               f"plateau length ({no_plateau} finished run(s) without a plateau left out)")
     table = fits["plateau_end_interpolated"]["per_population_size"]
