@@ -132,12 +132,7 @@ def population_runs() -> dict[int, list[dict]]:
 
 POPULATION_ROWS = (("plateau_end_interpolated", "plateau end, interpolated"), ("acc_50pct_step", "50% attribute"))
 POPULATION_BATCH = 64  # the sweep's batch (README: "batch 64"; conf/experiment/quickstart.yaml)
-# README.md quotes "293 ± 14" for N = 2,048; its three runs give 293.0 ± 13.5 (sd over seeds 13.49, i.e.
-# "293 ± 13"): the README's correction is proposed to its editor; remove this mark with it
-README_SD_2048 = pytest.mark.xfail(strict=True, reason="README.md: 293 ± 14 should read 293 ± 13")
-
-
-@pytest.mark.parametrize("size", [128, 256, 512, 1024, pytest.param(2048, marks=README_SD_2048)])
+@pytest.mark.parametrize("size", [128, 256, 512, 1024, 2048])
 def test_population_table_column_recomputes_from_its_runs(size):
     runs = population_runs()
     assert all(len(seeds) == 3 for seeds in runs.values()), "the table quotes 3 seeds per N"
@@ -162,9 +157,6 @@ def test_population_fits_recompute_from_its_runs():
         assert agrees((fit["exponent"], 6), fits[key]["fit"]["exponent"])
 
 
-# README.md quotes "1.7-1.9% of training time in the population sweep"; the 15 runs of table.csv measured
-# 1.27-1.87% ("1.3-1.9%"): the correction is proposed to the README's editor; remove this mark with it
-@pytest.mark.xfail(strict=True, reason="README.md: 1.7-1.9% should read 1.3-1.9%")
 def test_population_attention_cost_is_its_runs():
     costs = [float(r["attention_cost_vs_training"]) * 100 for seeds in population_runs().values() for r in seeds]
     check(prose(README, r"[0-9.]+-[0-9.]+% of training time in the population sweep"), [min(costs), max(costs)])
