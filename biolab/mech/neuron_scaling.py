@@ -47,8 +47,8 @@ def conflict_prompts(dm, prompts: PromptSet, seed: int = 0) -> ConflictSet:
         slots = rng.integers(0, dm.n_train_templates, size=len(rows))
         templates[rows] = template_ids(dm.seen, people[rows], (dm.attributes[a],), slots[:, None])[:, 0]
     context = build_prompts(dm, np.ones(len(prompts), dtype=bool), people, attributes, templates)
-    wrong = corrupt(prompts, dm, seed=seed).cpu()
-    query = prompts.cpu()
+    wrong = corrupt(prompts, dm, seed=seed).to("cpu")
+    query = prompts.to("cpu")
     rows = []
     for i in range(len(prompts)):
         value = wrong.answer[i][wrong.answer[i] >= 0]

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,12 +75,10 @@ def label_items(model: nn.Module, prompts: PromptSet, n_samples: int = 10, seed:
     return n_right
 
 
-def classes(n_right: torch.Tensor, n_samples: int) -> torch.Tensor:
-    """[n] 1 = hallucinated (no sample right), 0 = faithful (all right), -1 = mixed (dropped)."""
-    label = torch.full_like(n_right, -1)
-    label[n_right == 0] = 1
-    label[n_right == n_samples] = 0
-    return label
+def classes(n_right, n_samples: int) -> np.ndarray:
+    """n_right [n] (tensor or array) -> [n] 1 = hallucinated (no sample right), 0 = faithful (all right), -1 = mixed."""
+    n_right = np.asarray(n_right)
+    return np.where(n_right == 0, 1, np.where(n_right == n_samples, 0, -1))
 
 
 def greedy_answers(model: nn.Module, prompts: PromptSet) -> torch.Tensor:
