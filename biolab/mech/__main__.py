@@ -3,6 +3,7 @@
     python -m biolab.mech circuits RUN_DIR [key=value ...]   # knowledge circuits across training
     python -m biolab.mech overshadowing RUN_DIR [key=value ...]  # look-alike runs: RO per P across training
     python -m biolab.mech export RUN_DIR [step=K] [out=DIR]   # a TransformerLens HookedTransformer
+    python -m biolab.mech neurons RUN_DIR [key=value ...]    # hallucination neurons across training
 
 Options are key=value pairs (values parsed as YAML: 5, 0.7, [0,100,200], final); each analysis's
 module docstring lists its keys (biolab/mech/circuits_study.py). Results go to RUN_DIR/mech/<analysis>/.
@@ -19,7 +20,7 @@ import yaml
 
 from biolab.errors import ConfigError
 
-USAGE = "usage: python -m biolab.mech {circuits,overshadowing,export} RUN_DIR [key=value ...]"
+USAGE = "usage: python -m biolab.mech {circuits,overshadowing,neurons,export} RUN_DIR [key=value ...]"
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -45,6 +46,17 @@ def _circuits(run_dir: str, options: dict) -> None:
           f"{summary['random_faithfulness_at_that_budget']}); EAP-IG vs exact Spearman "
           f"{summary['eap_ig_vs_exact_spearman']}; circuit onset {summary['circuit_onset']['step']}, "
           f"plateau end {summary['plateau_end_step']}, 1% accuracy {summary['acc_1pct_step']}")
+
+
+def _neurons(run_dir: str, options: dict) -> None:
+    from biolab.mech.neurons_study import run_neurons
+
+    s = run_neurons(run_dir, **options)
+    print(f"main step {s['main_step']}: {s.get('n_h_neurons')} H-neurons of {s.get('n_neurons_total')} "
+          f"({s.get('per_mille')} per mille); AUROC held-out people {s.get('auroc_heldout_people')}, unseen "
+          f"{s.get('auroc_unseen')}, random sets {s.get('auroc_random_sets')}, confidence baseline "
+          f"{s.get('auroc_confidence_baseline')}; AUROC >= 0.7 from step {s['first_step_auroc_0.7']['step']}, "
+          f"plateau end {s['plateau_end_step']}")
 
 
 def _export(run_dir: str, options: dict) -> None:
@@ -75,7 +87,7 @@ def _overshadowing(run_dir: str, options: dict) -> None:
           f"{summary['prior_control_rate']}; recovery flip rate {summary['recovery_flip_rate']}")
 
 
-COMMANDS = {"circuits": _circuits, "overshadowing": _overshadowing, "export": _export}
+COMMANDS = {"circuits": _circuits, "overshadowing": _overshadowing, "neurons": _neurons, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,4 +114,45 @@ def plot_overshadowing_study(summary: dict, metrics: list[dict], path: str | Pat
     ax_ro.legend(fontsize=7)
     ax_ro.set_title("RO against step per P (snapshots)", fontsize=10)
     fig.suptitle(title or "knowledge overshadowing")
+
+
+def plot_neuron_timeline(summary: dict, metrics: list[dict], path: str | Path, title: str = "") -> Path:
+    """The loss curve, then on its step axis the hallucination probes' held-out AUROC and H-neuron counts
+    (every number from summary.json's per_step rows; biolab.mech.neurons_study)."""
+    rows = summary["per_step"]
+    steps = [r["step"] for r in rows]
+
+    def column(key):
+        return [r[key] if r[key] is not None else float("nan") for r in rows]
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    loss_panel(axes[0], metrics, summary)
+    axes[0].set_title("loss curve (plateau shaded)")
+    ax = axes[1]
+    ax.plot(steps, column("main_probe_auroc_heldout_people"), "o-",
+            label=f"probe of step {summary['main_step']} applied here (held-out people)")
+    ax.plot(steps, column("own_probe_auroc_heldout_people"), "s-", color="tab:brown", label="probe fitted at this step")
+    ax.plot(steps, column("main_probe_auroc_unseen"), "^--", color="tab:red", alpha=0.7,
+            label="main probe: unseen vs held-out faithful")
+    ax.plot(steps, column("confidence_baseline_auroc"), "x:", color="grey", label="confidence-only baseline")
+    randoms = summary.get("auroc_random_sets") or {}
+    if randoms.get("mean") is not None:
+        ax.axhline(randoms["mean"], color="k", linestyle=":", linewidth=1,
+                   label=f"random neuron sets at step {summary['main_step']} ({randoms['mean']:.2f})")
+    ax.axhline(0.5, color="k", linewidth=0.5)
+    ax.set_ylim(0.3, 1.02)
+    ax.set_ylabel("AUROC")
+    ax.set_title(f"hallucinated vs faithful items (labels of step {summary['main_step']})")
+    mark_timeline(ax, summary)
+    ax = axes[2]
+    ax.plot(steps, column("own_n_h_neurons"), "o-", color="tab:olive", label="H-neurons of the probe fitted here")
+    ax2 = ax.twinx()
+    ax2.plot(steps, column("jaccard_with_main"), "s--", color="tab:cyan")
+    ax2.set_ylabel("Jaccard with the main H-neurons", color="tab:cyan")
+    ax2.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("H-neurons")
+    ax.set_title(f"H-neurons per step (of {summary.get('n_neurons_total')} MLP neurons)")
+    mark_timeline(ax, summary)
+    fig.suptitle(f"hallucination neurons over training\n{title}", fontsize=10)
     return save_figure(fig, path)
