@@ -7,7 +7,7 @@ fixed length (or to one of a few length buckets) changes only the shapes the com
     data.pad_to: null          each batch padded to its own longest sequence (dynamic shapes; CPU default)
     data.pad_to: max           every batch padded to the longest biography this data can make
     data.pad_to: 160           every batch padded to 160 input tokens (must hold the longest biography)
-    data.pad_to: [96, 112, 128, 160]   buckets: each batch padded to the shortest that holds it
+    data.pad_to: [80, max]     buckets: each batch padded to the shortest that holds it
 
 ``BioDataModule`` resolves the option with `static_lengths`, pads with `padded_length` (through
 ``BiographyBuilder.collate``) and reports `padding_waste` at set-up.
@@ -33,18 +33,17 @@ def padded_length(length: int, pad_lengths: tuple[int, ...] = ()) -> int:
 
 
 def static_lengths(pad_to, longest: int) -> tuple[int, ...]:
-    """data.pad_to (null | "max" | int | [int, ...]) -> sorted static input lengths, () for none; `longest`:
-    the longest model input the data can make. Bad values raise ConfigError naming the key."""
+    """data.pad_to (null | "max" | int | list of ints and "max") -> sorted static input lengths, () for none;
+    `longest`: the longest model input the data can make ("max"). Bad values raise ConfigError naming the key."""
     if pad_to is None:
         return ()
-    if pad_to == "max":
-        return (longest,)
     lengths = list(pad_to) if isinstance(pad_to, (list, tuple)) else [pad_to]
+    lengths = [longest if x == "max" else x for x in lengths]
     if not (lengths and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in lengths)):
         raise ConfigError(f'data.pad_to must be null, "max", a positive integer or a list of them, got {pad_to!r}')
     if max(lengths) < longest:
         raise ConfigError(f"data.pad_to={pad_to!r} is shorter than the longest biography of this data "
-                          f"({longest} input tokens); use data.pad_to=max")
+                          f"({longest} input tokens); end the list with max")
     return tuple(sorted(set(lengths)))
 
 
