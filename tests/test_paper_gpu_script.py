@@ -12,7 +12,12 @@ REPO = Path(__file__).resolve().parents[1]
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 if [ "$1" = -c ]; then exit "${NO_CUDA:-0}"; fi
-for a in "$@"; do case $a in hydra.run.dir=*) dir=${a#hydra.run.dir=};; --out) out=1;; *) [ -n "${out:-}" ] && [ "$out" = 1 ] && out=$a;; esac; done
+previous=
+for a in "$@"; do
+  case $a in hydra.run.dir=*) dir=${a#hydra.run.dir=};; esac
+  [ "$previous" = --out ] && out=$a
+  previous=$a
+done
 if [ "$1 $2" = "-m biolab.train" ]; then
   mkdir -p "$dir"; echo "seed: 0" > "$dir/config.yaml"; echo "step" > "$dir/metrics.csv"
   echo '{"completed": true}' > "$dir/summary.json"; touch "$dir/learning_curves.png"

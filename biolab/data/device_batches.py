@@ -1,10 +1,10 @@
 """Training batches assembled with torch ops on the training device (data.device_batches: true).
 
 ``BiographyBuilder.build`` + ``collate`` make a batch in a Python loop over biographies. Here the same
-batch comes from padded token tables kept on the device (template pieces, values, the population's
-names and facts): the random choices are drawn with numpy exactly as ``TrainBatches.draw`` draws them
+batch comes from one padded token table kept on the device (template pieces, values, the population's
+names): the random choices are drawn with numpy exactly as ``TrainBatches.draw`` draws them
 (people, template slots, sentence order), so the batch is still a pure function of (seed, step, rank),
-and only those small [batch] and [batch, attrs] arrays cross to the device. A biography is a fixed
+and only small index arrays ([batch, pieces]) cross to the device, in one copy. A biography is a fixed
 list of pieces, <bos> + per sentence (before, name, between, value, after) + <eos>; each piece is
 gathered from its table and scattered to its offset in the sequence (pieces' lengths come from
 host-side length tables, so choosing the padded length needs no device synchronisation).
@@ -71,6 +71,14 @@ class DeviceBatches:
         rows = rows.reshape(batch, -1)
         return rows, self.lengths[rows], tags.reshape(batch, -1)
 
+    def _to_device(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Equally shaped int64 host arrays -> device tensors, in one copy (from pinned memory, asynchronous,
+        on CUDA)."""
+        host = torch.from_numpy(np.stack(arrays))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        return host.to(self.device, non_blocking=True).unbind(0)
+
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         people, templates, order = self.source.draw(step)
         rows, lengths, tags = self._pieces(people, templates, order)               # [batch, pieces]
@@ -80,8 +88,8 @@ class DeviceBatches:
         length = padded_length(int(total.max()) - 1, self.source.pad_lengths)     # model input length
         width = max(self.max_length, length + 1)                                   # sequence buffer (+ a bin)
         on = dict(device=self.device)
-        rows_d, lengths_d, starts_d, tags_d, total_d = (torch.as_tensor(x, **on)
-                                                        for x in (rows, lengths, starts, tags, total))
+        rows_d, lengths_d, starts_d, tags_d = self._to_device(rows, lengths, starts, tags)  # [batch, pieces]
+        total_d = lengths_d.sum(1) + 2                                             # [batch]
         tokens = self.tokens[rows_d]                                               # [batch, pieces, width]
         offset = torch.arange(self.width, **on)                                    # [width]
         inside = offset < lengths_d[..., None]                                     # [batch, pieces, width]
