@@ -1,6 +1,6 @@
 """Static shapes for compiled GPU training: data.pad_to gives the same loss and metrics as dynamic padding,
-a tiny run with it the same curve, torch.compile's code path (backend "eager") the same logits, and a GPU
-preset on a machine without CUDA fails at start in one line."""
+a tiny run with it (and device batches, and torch.compile with the "eager" backend) the same curve,
+the compiled forward the same logits, and a GPU preset on a machine without CUDA fails at start in one line."""
 
 import subprocess
 import sys
@@ -79,9 +79,12 @@ def test_bad_pad_to_is_refused_naming_the_key():
             small_dm(pad_to=bad)
 
 
-def test_tiny_run_with_static_padding_and_device_batches_matches_the_default(tmp_path):
+def test_tiny_run_with_static_padding_device_batches_and_compile_matches_the_default(tmp_path):
+    from torch._dynamo.utils import counters
     plain = train(make_cfg(tmp_path / "plain", "experiment=tiny"))
-    static = train(make_cfg(tmp_path / "static", "experiment=tiny", "data.pad_to=max", "data.device_batches=true"))
+    counters.clear()
+    static = train(make_cfg(tmp_path / "static", "experiment=tiny", "data.pad_to=max", "data.device_batches=true",
+                            "module.compile=true", "module.compile_options={backend: eager, dynamic: false}"))
     rows = {name: read_csv(tmp_path / name / "metrics.csv") for name in ("plain", "static")}
     assert [r["step"] for r in rows["plain"]] == [r["step"] for r in rows["static"]]
     for a, b in zip(rows["plain"], rows["static"]):
@@ -89,6 +92,7 @@ def test_tiny_run_with_static_padding_and_device_batches_matches_the_default(tmp
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
     assert static["attr_loss"] == pytest.approx(plain["attr_loss"], rel=1e-4)
     assert 0 < static["train_pad_fraction"] < 1 and "train_pad_fraction" not in plain
+    assert counters["stats"]["unique_graphs"] >= 1  # the compiled forward was used
 
 
 def test_compiled_forward_with_the_eager_backend_matches():
