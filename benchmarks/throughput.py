@@ -11,6 +11,9 @@ Prints four ratios (targets from the core-lab and dynamics issues):
 3. evaluation time (attention metrics included) as a share of the quick-start's training time on
    its schedule (< 15%);
 4. attention metrics alone as a share of that training time (< 10%).
+Also printed: model FLOPs utilisation (MFU) of the Lightning step on non-padding tokens, with the peak it
+is taken against (`--peak-tflops`; known GPUs' dense bf16 peaks by default, see PEAK_TFLOPS), and, with
+data.pad_to, the padding waste. With data.device_batches the data rate is that of the device path.
 Results are printed and, with --out, written as JSON.
 """
 
@@ -34,6 +37,23 @@ from biolab.data.biographies import IGNORE_INDEX
 from biolab.runs import build_datamodule, model_config
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# dense (no sparsity) bf16 tensor-core peaks from the vendor's data sheets, TFLOP/s, matched in the device name
+PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0,
+               "A100": 312.0}
+
+
+def flops_per_token(model, mean_length: float) -> float:
+    """Training FLOPs per non-padding token: 6 x parameters that multiply (all but the embedding lookup) plus
+    attention, 12 x layers x d_model x mean causal context ((length + 1) / 2), forward and backward."""
+    cfg = model.cfg
+    matmul_params = model.num_params(non_embedding=True) + cfg.vocab_size * cfg.d_model  # + the unembedding
+    return 6 * matmul_params + 12 * cfg.n_layers * cfg.d_model * (mean_length + 1) / 2
+
+
+def peak_tflops(device_name: str, given: float | None) -> float | None:
+    if given is not None or device_name == "cpu":
+        return given
+    return next((peak for name, peak in PEAK_TFLOPS.items() if name in device_name), None)
 
 
 def build(experiment: str, overrides=(), **module_overrides):
@@ -111,6 +131,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's bf16 peak for MFU (default: PEAK_TFLOPS by device name)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.num_workers=2 module.compile=false")
     args = parser.parse_args(argv)
     cfg, dm, make_module = build(args.experiment, args.overrides)
@@ -121,14 +143,25 @@ def main(argv=None) -> dict:
     for _ in range(args.rounds):
         bare.append(bare_loop(make_module(), dm, args.steps, args.device, precision))
         lightning.append(lightning_loop(make_module(), dm, args.steps, args.device, precision=precision))
-    tokens = sum(int((dm.train_batch(s)["targets"] != IGNORE_INDEX).sum()) for s in range(1, args.steps + 1))
+    real = [(dm.train_batch(s)["targets"] != IGNORE_INDEX).sum(1) for s in range(1, args.steps + 1)]
+    tokens = sum(int(r.sum()) for r in real)
     bare_tps, lightning_tps = tokens / min(bare), tokens / min(lightning)
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    peak = peak_tflops(device_name, args.peak_tflops)
+    model_flops = flops_per_token(make_module().model, tokens / sum(len(r) for r in real))
+    mfu = lightning_tps * model_flops / (peak * 1e12) if peak else None
 
     # 2. data generation vs training consumption
+    make_batch = dm.train_batch
+    if dm.device_batches:  # the path training uses: assembled on the training device
+        from biolab.data.device_batches import DeviceBatches
+        make_batch = DeviceBatches(dm.train_batches, args.device)
     start = time.perf_counter()
     n_batches = 200
     for s in range(n_batches):
-        dm.train_batch(10_000 + s)
+        make_batch(10_000 + s)
+    if args.device == "cuda":
+        torch.cuda.synchronize()
     gen_batches_per_s = n_batches / (time.perf_counter() - start)
     train_steps_per_s = args.steps / min(lightning)
 
@@ -154,13 +187,16 @@ def main(argv=None) -> dict:
     results = {
         "experiment": args.experiment, "overrides": args.overrides, "device": args.device,
         "num_workers": int(cfg.data.num_workers),
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        "precision": precision, "compile": bool(cfg.module.get("compile", False)), "torch": torch.__version__,
+        "device_name": device_name, "pad_lengths": list(dm.pad_lengths), "device_batches": dm.device_batches,
+        "padding": dm.padding,
+        "precision": precision, "compile": bool(cfg.module.get("compile", False)),
+        "compile_options": dict(cfg.module.get("compile_options") or {}), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "timed_steps": args.steps, "rounds": args.rounds,
         "bare_tokens_per_s": bare_tps, "lightning_tokens_per_s": lightning_tps,
         "lightning_over_bare": lightning_tps / bare_tps,
         "data_batches_per_s": gen_batches_per_s, "train_steps_per_s": train_steps_per_s,
         "data_over_training": gen_batches_per_s / train_steps_per_s,
+        "flops_per_token": model_flops, "peak_tflops": peak, "mfu": mfu,
         "evaluations": n_evals, "seconds_per_evaluation": eval_seconds,
         "eval_over_training_time": eval_share,
         "attention_sequences": attention.n_sequences, "seconds_per_attention_measure": attn_seconds,
@@ -168,6 +204,9 @@ def main(argv=None) -> dict:
     }
     print(f"lightning / bare loop tokens/s : {results['lightning_over_bare']:.3f}  (target >= 0.9)"
           f"   [{lightning_tps:,.0f} vs {bare_tps:,.0f} tok/s]")
+    if mfu is not None:
+        print(f"model FLOPs utilisation        : {mfu:.1%}  (non-padding tokens; peak {peak} TFLOP/s bf16 dense, "
+              f"{device_name})   [{train_steps_per_s:.1f} steps/s]")
     print(f"data generation / training     : {results['data_over_training']:.1f}x  (target >= 10)"
           f"   [{gen_batches_per_s:.1f} vs {train_steps_per_s:.2f} batches/s]")
     print(f"evaluation / training time     : {eval_share:.1%}  (target < 15%)"

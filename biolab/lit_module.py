@@ -35,10 +35,13 @@ SCHEDULES = ("cosine", "constant")
 class BioLitModule(L.LightningModule):
     def __init__(self, model: dict, lr: float = 4e-4, min_lr: float = 1e-7, betas: tuple = (0.9, 0.95),
                  weight_decay: float = 0.1, max_steps: int = 16_000, compile: bool = False,
-                 attributes: tuple = (), schedule: str = "cosine"):
+                 attributes: tuple = (), schedule: str = "cosine", compile_options: dict | None = None):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"module.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+        if not isinstance(compile_options or {}, dict):
+            raise ValueError(f"module.compile_options must be a mapping of torch.compile arguments, "
+                             f"got {compile_options!r}")
         self.save_hyperparameters()  # plain dict / numbers only: safe for weights_only loading
         self.model = Transformer(TransformerConfig(**model))
         self.attributes = tuple(attributes)
@@ -47,7 +50,7 @@ class BioLitModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.hparams.compile and self._compiled is None:
             # hooks do not fire through torch.compile: compiled forward is used only when none is attached
-            self._compiled = torch.compile(self.model)
+            self._compiled = torch.compile(self.model, **(self.hparams.compile_options or {}))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         uses_hooks = any(h.has_hooks for h in self.model.hook_dict.values())

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -91,9 +92,18 @@ def check_config(cfg: DictConfig) -> dict:
         raise ConfigError("init_from is required with data.n_new_people > 0: the pre-training checkpoint to "
                           "fine-tune, e.g. init_from=runs/quickstart/checkpoints/last.ckpt")
     check_values(resolved)
+    _check_cuda(cfg)
     check_run_dir(cfg.run_dir, "run_dir")
     _check_slurm_tasks(cfg)
     return resolved
+
+
+def _check_cuda(cfg: DictConfig) -> None:
+    """A GPU preset on a machine without CUDA fails here, in one line, not inside Lightning's Trainer."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none "
+                          "(torch.cuda.is_available() is false): use a CPU experiment or trainer.accelerator=cpu")
 
 
 def _check_slurm_tasks(cfg: DictConfig) -> None:
@@ -242,6 +252,7 @@ def summarize(history: list[dict], datamodule: BioDataModule, evaluator: Evaluat
         "attention_seconds": attn_seconds,
         "attention_cost_vs_training": attn_seconds / max(evaluator.train_seconds, 1e-9),
         "wall_seconds_this_launch": wall_seconds,
+        **datamodule.padding,  # data.pad_to: train/eval_pad_fraction and what padding each batch to its longest costs
         # attr_loss/<attribute>, attr_acc/<attribute>; the overall attr_loss and attr_acc are above
         "per_attribute": {k.split("/", 1)[1]: v for k, v in final.items() if k.startswith("val/attr_")
                           and k.count("/") == 2},

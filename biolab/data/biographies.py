@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from biolab.data.padding import padded_length
 from biolab.data.pools import Pools
 from biolab.data.population import Population
 from biolab.data.templates import ATTRIBUTES, TEMPLATES
@@ -92,9 +93,11 @@ class BiographyBuilder:
             out.append((ids, attr_of, role, sentence) if with_roles else (ids, attr_of))
         return out
 
-    def collate(self, sequences: list[tuple[list[int], ...]]) -> dict[str, torch.Tensor]:
-        """Pad to the longest sequence of this batch only (SPEC section 3)."""
-        length = max(len(seq[0]) for seq in sequences) - 1
+    def collate(self, sequences: list[tuple[list[int], ...]],
+                pad_lengths: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
+        """Pad to the longest sequence of this batch (SPEC section 3), or with `pad_lengths` (static
+        lengths, data.pad_to; biolab.data.padding) to the shortest of them that holds it."""
+        length = padded_length(max(len(seq[0]) for seq in sequences) - 1, pad_lengths)
         batch = len(sequences)
         with_roles = len(sequences[0]) == 4
         input_ids = torch.full((batch, length), self.tokenizer.pad_id, dtype=torch.long)

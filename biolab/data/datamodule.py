@@ -20,6 +20,13 @@ Knowledge overshadowing (SPEC section 9.1; docs/overshadowing.md): ``lookalikes`
 (biolab.data.lookalikes, available as ``dm.lookalikes`` after set-up) and draws each dominant person
 P times as often as an ordinary one.
 
+Static shapes (GPU runs with torch.compile): ``pad_to`` pads every training and evaluation batch to a
+fixed input length ("max": the longest biography of the data; an integer; or a list of length
+buckets, each batch padded to the shortest that holds it) instead of the batch's longest sequence;
+padding is masked out of the loss and the metrics. The padding waste is printed at set-up and kept
+in ``dm.padding``. ``device_batches`` assembles the training batches with torch ops on the training
+device (biolab.data.device_batches), from the same random draws: the same batches.
+
 Built by ``train(cfg)`` from ``conf/data/*.yaml``; usable alone:
 
     dm = BioDataModule(population_size=512, n_unseen=64, eval_size=64, batch_size=16)
@@ -41,6 +48,7 @@ from biolab.data.biographies import BiographyBuilder
 from biolab.data.distributions import Mixture, Uniform
 from biolab.data.lookalikes import LookalikeSpec, add_lookalikes
 from biolab.data.new_people import concat_populations, make_new_population, population_fingerprint
+from biolab.data.padding import padding_report, static_lengths
 from biolab.data.pools import POOL_DIR, load_pools
 from biolab.data.population import N_EVAL_TEMPLATES, N_TEMPLATES, Population, make_populations
 from biolab.data.templates import ATTRIBUTES
@@ -83,15 +91,21 @@ class TrainBatches:
     batch_size: int  # per rank
     seed: int
     rank: int = 0
+    pad_lengths: tuple[int, ...] = ()  # static input lengths (data.pad_to); () = the batch's longest
 
-    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+    def draw(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The random choices of batch `step`: people [n], template ids [n, attrs], sentence order [n, attrs]."""
         rng = np.random.default_rng([self.seed, self.rank, step])
         n, n_attr = self.batch_size, len(self.attributes)
         people = self.distribution.sample(rng, n, len(self.population), step)
         slots = rng.integers(0, self.n_train_templates, size=(n, n_attr))
         templates = template_ids(self.population, people, self.attributes, slots)
         order = sentence_order(rng, n, n_attr, self.shuffle_sentences)
-        return self.builder.collate(self.builder.build(self.population, people, templates, order))
+        return people, templates, order
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        sequences = self.builder.build(self.population, *self.draw(step))
+        return self.builder.collate(sequences, self.pad_lengths)
 
 
 class TrainStream(IterableDataset):
@@ -118,7 +132,8 @@ class BioDataModule(L.LightningDataModule):
                  train_template_eval_size: int = 2_000, unseen_eval_size: int = 2_000,
                  eval_batch_size: int = 256, num_workers: int = 0, distribution=None,
                  train_seed: int = 0, pool_dir: str | None = None, n_new_people: int = 0,
-                 replay_weight: float = 0.0, new_eval_size: int | None = None, lookalikes=None):
+                 replay_weight: float = 0.0, new_eval_size: int | None = None, lookalikes=None,
+                 pad_to=None, device_batches: bool = False):
         super().__init__()
         attributes = tuple(attributes)
         unknown = [a for a in attributes if a not in ATTRIBUTES]
@@ -164,6 +179,11 @@ class BioDataModule(L.LightningDataModule):
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         self.tokenizer = WordTokenizer.from_pools(self.pools)
+        self.pad_lengths = static_lengths(pad_to, self.max_input_length)
+        _check(isinstance(device_batches, bool), f"data.device_batches must be true or false, got {device_batches!r}")
+        _check(not (device_batches and num_workers), "data.device_batches builds batches in the training process: "
+               f"set data.num_workers=0 (got {num_workers})")
+        self.device_batches, self.padding = device_batches, {}
         self.rank, self.world_size = 0, 1
         self._ready = False
 
@@ -241,7 +261,13 @@ class BioDataModule(L.LightningDataModule):
             self._ready = True
         self.train_batches = TrainBatches(
             self.builder, self.train_population, self.distribution, self.attributes, self.n_train_templates,
-            self.shuffle_sentences, self.batch_size // self.world_size, self.train_seed, self.rank)
+            self.shuffle_sentences, self.batch_size // self.world_size, self.train_seed, self.rank, self.pad_lengths)
+        if self.pad_lengths and not self.padding:  # the first 16 training batches and the evaluation sets
+            evaluation = [b for batches in self.eval_batches.values() for b in batches]
+            self.padding = padding_report([self.train_batches(k) for k in range(16)], evaluation)
+            if self.rank == 0:
+                print(f"padding to {list(self.pad_lengths)} (data.pad_to): " + ", ".join(
+                    f"{k} {v:.1%}" for k, v in self.padding.items()), flush=True)
 
     # ---- sampling ----------------------------------------------------------------------------
     def train_batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -249,11 +275,13 @@ class BioDataModule(L.LightningDataModule):
         return self.train_batches(step)
 
     def _make_eval_set(self, name: str) -> list[dict[str, torch.Tensor]]:
-        return self.fixed_batches(name, self.eval_sizes[name])
+        return self.fixed_batches(name, self.eval_sizes[name], pad=True)
 
-    def fixed_batches(self, name: str, n: int, with_roles: bool = False) -> list[dict[str, torch.Tensor]]:
+    def fixed_batches(self, name: str, n: int, with_roles: bool = False,
+                      pad: bool = False) -> list[dict[str, torch.Tensor]]:
         """n fixed sequences of set `name` (EVAL_SETS, "new": new people, or "attention": seen people, training
-        templates), drawn uniformly over the population from the population seed, in batches of eval_batch_size."""
+        templates), drawn uniformly over the population from the population seed, in batches of eval_batch_size;
+        with `pad`, padded to the static lengths of data.pad_to (if any)."""
         stream = EVAL_SETS.index(name) + 1 if name in EVAL_SETS else NEW_SET_STREAM if name == NEW_SET else 1000
         rng = np.random.default_rng([self.seed, 1000 + stream])  # fixed by the population seed
         population = {"unseen": self.unseen, NEW_SET: getattr(self, "new", None)}.get(name, self.seen)
@@ -267,7 +295,8 @@ class BioDataModule(L.LightningDataModule):
         order = sentence_order(rng, n, n_attr, self.shuffle_sentences)
         sequences = self.builder.build(population, people, templates, order, with_roles=with_roles)
         size = self.eval_batch_size
-        return [self.builder.collate(sequences[i:i + size]) for i in range(0, n, size)]
+        lengths = self.pad_lengths if pad else ()
+        return [self.builder.collate(sequences[i:i + size], lengths) for i in range(0, n, size)]
 
     # ---- identity of the data, saved in checkpoints ------------------------------------------
     def state_dict(self) -> dict:
@@ -284,5 +313,10 @@ class BioDataModule(L.LightningDataModule):
     # ---- Lightning hooks ---------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         start = self.trainer.global_step if self.trainer is not None else 0  # restored on resume
-        return DataLoader(TrainStream(self.train_batches, start), batch_size=None, num_workers=self.num_workers,
+        make_batch = self.train_batches
+        if self.device_batches:  # the same batches, assembled on the training device
+            from biolab.data.device_batches import DeviceBatches
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            make_batch = DeviceBatches(self.train_batches, device)
+        return DataLoader(TrainStream(make_batch, start), batch_size=None, num_workers=self.num_workers,
                           persistent_workers=False)
