@@ -78,10 +78,13 @@ class Answers(torch.nn.Module):
         self.answers, self.vocab = answers, vocab
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, tokens, at):
-        logits = torch.full((len(tokens), self.vocab), -30.0)
-        for i, (row, last) in enumerate(zip(tokens, at)):
-            logits[i, self.answers[tuple(row[:last + 1].tolist())]] = 30.0
+    def forward(self, tokens):  # [n, pos] -> [n, pos, vocab]: at a prompt's last position, its answer
+        logits = torch.full((*tokens.shape, self.vocab), -30.0)
+        for i, row in enumerate(tokens):
+            for p in range(tokens.shape[1]):
+                answer = self.answers.get(tuple(row[:p + 1].tolist()))
+                if answer is not None:
+                    logits[i, p, answer] = 30.0
         return logits
 
 

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from biolab.mech.prompts import PromptSet
+from biolab.model import Transformer
 
 VALUE_RANK_ATTRIBUTES = ("university", "birth_date")   # first token shared by many values (SPEC 9)
 BATCH_SIZE = 256       # prompts per forward pass
@@ -82,8 +83,11 @@ def logits_at(model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor,
 
 
 def answer_logits(model: nn.Module, prompts: PromptSet, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """[n, vocab] logits at each prompt's last position (they predict the value's first token); only
-    that position is unembedded (biolab Transformer's `at`)."""
+    """[n, vocab] logits at each prompt's last position (they predict the value's first token). A biolab
+    Transformer unembeds only that position (its `at` argument); any other model runs in full."""
+    if not isinstance(model, Transformer):
+        parts = [logits[:, 0] for _, logits in logits_at(model, prompts.tokens, prompts.last[:, None], batch_size)]
+        return torch.cat(parts).to(prompts.tokens.device)
     device, parts = model_device(model), []
     with inference(model):
         for start in range(0, len(prompts), batch_size):
