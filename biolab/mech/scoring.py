@@ -6,6 +6,7 @@
     value_ranks(model, prompts, dm)                # [n] rank of the whole value among its attribute's pool
     hits(model, prompts, dm)                       # Hit@1, Hit@10 per attribute and overall, method named
     prompt_accuracy(model, prompts)                # report beside val/attr_acc (SPEC section 9 guard)
+    answers_right(model, prompts)                  # [n] bool: the same per prompt
     samples = sample_answers(model, prompts, n_samples=10, temperature=1.0, top_k=50, top_p=0.9)
     answers_correct(samples, prompts)              # [n, n_samples] bool
 
@@ -324,6 +325,11 @@ def hits(model: nn.Module, prompts: PromptSet, dm, k=(1, 10)) -> dict:
 def prompt_accuracy(model: nn.Module, prompts: PromptSet, batch_size: int = BATCH_SIZE) -> float:
     """Fraction of prompts whose every value token is the argmax, teacher-forced: biolab.metrics' attribute
     accuracy on standalone prompts, to report beside val/attr_acc."""
+    return answers_right(model, prompts, batch_size).float().mean().item()
+
+
+def answers_right(model: nn.Module, prompts: PromptSet, batch_size: int = BATCH_SIZE) -> torch.Tensor:
+    """[n] bool (on CPU): every value token of the prompt is the argmax, teacher-forced."""
     width = prompts.answer.shape[1]
     positions = prompts.last[:, None] + torch.arange(width, device=prompts.last.device)   # [n, width]
     correct = []
@@ -331,7 +337,7 @@ def prompt_accuracy(model: nn.Module, prompts: PromptSet, batch_size: int = BATC
         answer = prompts.answer[rows].to(logits.device)
         right = (logits.argmax(-1) == answer) | (answer < 0)
         correct.append(right.all(1).cpu())
-    return torch.cat(correct).float().mean().item()
+    return torch.cat(correct)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
