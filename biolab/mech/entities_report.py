@@ -20,8 +20,7 @@ from biolab.mech.circuits_study import _finite, _onset
 from biolab.mech.entities import FAMILIES
 from biolab.plots import plt, save_figure
 
-COMPARISONS = ("known_vs_matched", "known_vs_unseen", "seen_vs_matched", "known_vs_matched_at_answer",
-               "seen_vs_matched_at_answer")
+COMPARISONS = ("known_vs_matched", "known_vs_unseen", "seen_vs_matched", "known_vs_matched_at_answer")
 PANELS = {"known_vs_matched": "at the last name token: known people vs token-matched unseen",
           "seen_vs_matched": "at the last name token: every sampled seen person vs token-matched unseen",
           "known_vs_matched_at_answer": "at the answer position: known people vs token-matched unseen"}
@@ -50,6 +49,8 @@ def step_row(result: dict, metrics: list[dict]) -> dict:
             later = [(v, layer) for layer, v in enumerate(values) if layer >= 1 and v is not None]
             best = max(later) if later else (None, None)
             row[f"{name}{suffix}_best"], row[f"{name}{suffix}_best_layer"] = best
+    max_prob = result.get("max_prob_auroc")
+    row["max_prob_auroc"] = min(max_prob.values()) if max_prob else None
     for key in ("val/attr_loss", "val/attr_acc", "unseen/attr_loss", "unseen/max_prob"):
         steps, values = history_column(metrics, key)
         row[key] = dict(zip(steps, values)).get(result["step"])
@@ -112,6 +113,26 @@ def headline_steering(steering: dict | None, alpha) -> dict:
     return out
 
 
+def mover_head_attention(steering: dict | None) -> dict | None:
+    """For each steering, the head after the steered layer that attends most from the answer position to the
+    last name token without steering (the name mover), and its attention clean, steered by the latent and by
+    a random direction of the same norm."""
+    if not steering:
+        return None
+    out = {}
+    for name, a in steering["attention"].items():
+        clean = np.array(a["clean"])                                                 # [layers, heads]
+        later = clean[a["layer"]:] if a["layer"] < len(clean) else None
+        if later is None or later.size == 0:
+            out[name] = None
+            continue
+        layer, head = np.unravel_index(int(later.argmax()), later.shape)
+        layer += a["layer"]
+        out[name] = {"head": f"L{layer}H{head}", "clean": float(clean[layer, head]),
+                     "latent": a["latent"][layer][head], "random_direction": a["random_direction"][layer][head]}
+    return out
+
+
 def write_report(results: dict[int, dict], run, out_dir: Path) -> dict:
     metrics = run.metrics()
     steps = sorted(results)
@@ -141,6 +162,7 @@ def write_report(results: dict[int, dict], run, out_dir: Path) -> dict:
         "auroc_seen_vs_matched_best": last["seen_vs_matched_best"],
         "auroc_best_layer_token_matched_at_answer": last["known_vs_matched_at_answer_best"],
         "auroc_layer0_token_matched_at_answer": last["known_vs_matched_at_answer_L0"],
+        "auroc_max_prob_baseline": last["max_prob_auroc"],
         "sae_layer": sae_layer, "sae_step": sae_steps[-1] if sae_steps else None,
         **{f"sae_{k}": (sae_at_best or {}).get(k) for k in ("variance_explained", "mean_active_latents",
                                                            "dead_latents", "loss_increase", "d_sae", "k")},
@@ -148,6 +170,7 @@ def write_report(results: dict[int, dict], run, out_dir: Path) -> dict:
             kind: max((r[kind]["min_over_families"] for r in sae_final), default=None) for kind in ("known", "unknown")},
         "best_latents": (steering or {}).get("latents"), "steering_step": steering_step,
         "steering_alpha": options.get("headline_alpha"), **headline_steering(steering, options.get("headline_alpha")),
+        "name_mover_attention": mover_head_attention(steering),
         "unknown_answer_rate_change": None,
         "first_step_auroc_0.9": _onset(rows, lambda r: (r["known_vs_matched_best"] or 0) >= AUROC_ONSET),
         "first_step_auroc_0.9_seen_vs_matched": _onset(rows, lambda r: (r["seen_vs_matched_best"] or 0) >= AUROC_ONSET),
@@ -158,6 +181,8 @@ def write_report(results: dict[int, dict], run, out_dir: Path) -> dict:
         "definitions": {
             "auroc": "out-of-fold AUROC (known = positive) of an L2 logistic probe on the residual stream at the last "
                      "name token, the worst of the two prompt families; best = best layer >= 1",
+            "auroc_max_prob_baseline": "AUROC of the model's max next-token probability at the answer position, "
+                                       "known vs token-matched unseen, worst family (a confidence-only baseline)",
             "auroc_layer0": "the same at layer 0 (embeddings: token identity), the BEST of the two families",
             "first_step_auroc_0.9": f"first snapshot where the best layer's known-vs-token-matched AUROC >= {AUROC_ONSET} "
                                     "(interval: previous snapshot, step]; known people exist only once some are recalled",

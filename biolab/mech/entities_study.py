@@ -7,9 +7,11 @@ run, on fixed random samples of seen and unseen people (biolab.mech.entities):
   unseen people, and the token-matched subset whose three name tokens all occur among seen people;
 - per layer (0 = embeddings, the token-identity control) and prompt family (name first / words before
   the name), the out-of-fold AUROC (5 folds) of a difference-of-means direction and an L2 logistic probe
-  on the residual stream at the last name token: known vs token-matched unseen, known vs all unseen, and
-  every sampled seen person vs token-matched unseen (defined before anyone is known); and the same at the
-  answer position (the prompt's last token), where the model's own confidence is read;
+  on the residual stream at the last name token: known vs token-matched unseen, and every sampled seen
+  person vs token-matched unseen (defined before anyone is known); the first also at the answer position
+  (the prompt's last token), where the model's own confidence is read; known vs all unseen people (token
+  identity not controlled) at the main snapshots; and, as a confidence-only baseline, the AUROC of the
+  model's own max next-token probability at the answer position (known vs token-matched unseen);
 - at the main snapshots (sae_steps; default the 1%- and 50%-accuracy steps and the last), a TopK sparse
   autoencoder per layer 1..L (biolab.mech.sae) on the residual stream of ordinary biographies: variance
   explained, mean active latents, dead latents, the LM-loss increase when spliced in, and the latents that
@@ -39,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from biolab.errors import ConfigError
-from biolab.mech.entities import (FAMILIES, entity_sets, family_prompts, last_name_residuals, linear_separation,
+from biolab.mech.entities import (FAMILIES, auroc, entity_sets, family_prompts, last_name_residuals, linear_separation,
                                   residuals_at)
 from biolab.mech.entities_sae import sae_analysis, steering_analysis
+from biolab.mech.scoring import answer_logits
 from biolab.mech.track import track
 from biolab.runs import load_run
 
@@ -113,16 +116,23 @@ def linear_results(model, dm, options: dict, n_boot: int) -> tuple[dict, object,
         seen_end = residuals_at(model, seen_prompts.tokens, seen_prompts.last)      # at the answer position
         unseen_end = residuals_at(model, unseen_prompts.tokens, unseen_prompts.last)
         groups = {"known_vs_matched": (seen_x[:, known], unseen_x[:, matched]),
-                  "known_vs_unseen": (seen_x[:, known], unseen_x),
                   "seen_vs_matched": (seen_x, unseen_x[:, matched]),
-                  "known_vs_matched_at_answer": (seen_end[:, known], unseen_end[:, matched]),
-                  "seen_vs_matched_at_answer": (seen_end, unseen_end[:, matched])}
+                  "known_vs_matched_at_answer": (seen_end[:, known], unseen_end[:, matched])}
+        if n_boot:  # main snapshots only: against every unseen person (token identity not controlled)
+            groups["known_vs_unseen"] = (seen_x[:, known], unseen_x)
+        confidence = [answer_logits(model, p).softmax(-1).max(-1).values.cpu().numpy() for p in (seen_prompts, unseen_prompts)]
+        if min(known.sum(), matched.sum()) >= options["min_known"]:   # the model's own max probability as a score
+            scores = np.concatenate([confidence[0][known], confidence[1][matched]])
+            labels = np.concatenate([np.ones(known.sum()), np.zeros(matched.sum())]).astype(int)
+            result.setdefault("max_prob_auroc", {})[family] = auroc(scores, labels)
         for name, (pos, neg) in groups.items():
             if min(pos.shape[1], neg.shape[1]) < options["min_known"]:
                 result["comparisons"].setdefault(name, None)
-                continue
-            rows = linear_separation(pos, neg, options["folds"], seed, n_boot if name == "known_vs_matched" else 0)
-            result["comparisons"].setdefault(name, {})[family] = rows
+            elif name == "seen_vs_matched" and known.all():    # the same people as known_vs_matched
+                result["comparisons"].setdefault(name, {})[family] = result["comparisons"]["known_vs_matched"][family]
+            else:
+                rows = linear_separation(pos, neg, options["folds"], seed, n_boot if name == "known_vs_matched" else 0)
+                result["comparisons"].setdefault(name, {})[family] = rows
     result["residual_norm"] = [float(residuals[FAMILIES[0]][0][layer].norm(dim=-1).mean())
                                for layer in range(residuals[FAMILIES[0]][0].shape[0])]
     return result, sets, residuals
