@@ -96,7 +96,7 @@ def layer_rows(result: dict) -> list[dict]:
 
 def _steering(rows: list[dict], steered: str, condition: str, alpha, key: str):
     match = [r for r in rows if r["steered"] == steered and r["condition"] == condition and r["alpha"] == alpha]
-    return match[0][key] if match else None
+    return match[0].get(key) if match else None
 
 
 def headline_steering(steering: dict | None, alpha) -> dict:
@@ -106,6 +106,11 @@ def headline_steering(steering: dict | None, alpha) -> dict:
                               ("random_directions", "_random_directions")):
         drop = _steering(rows, "unknown", condition, alpha, "right_change")
         out[f"steering_unknown_on_known_acc_drop{suffix}"] = -drop if drop is not None else None
+        if condition == "latent":
+            ci = _steering(rows, "unknown", condition, alpha, "right_change_ci")
+            out["steering_unknown_on_known_acc_drop_ci"] = sorted(-c for c in ci) if ci else None
+            out["steering_known_on_unseen_maxprob_change_ci"] = _steering(rows, "known", condition, alpha,
+                                                                          "max_prob_change_ci")
         out[f"steering_unknown_on_known_answer_prob_change{suffix}"] = _steering(rows, "unknown", condition, alpha,
                                                                                  "answer_prob_change")
         out[f"steering_known_on_unseen_maxprob_change{suffix}"] = _steering(rows, "known", condition, alpha,

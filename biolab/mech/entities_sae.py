@@ -144,7 +144,7 @@ def steering_analysis(model, dm, sets, latents: dict, residual_norm: list[float]
                 rows.append({"steered": kind, "people": people, "condition": condition, "layer": layer,
                              "latent": chosen["latent"] if condition == "latent" else None, "alpha": alpha,
                              "norm": size, "n_vectors": len(vectors), "n_prompts": len(prompts[people]),
-                             **_changes(base, effects)})
+                             **_changes(base, effects, options["n_boot"], seed)})
         headline = options["headline_alpha"] * residual_norm[layer]
         attention[f"{kind}_latent_on_{people}"] = {
             "layer": layer, "clean": name_attention(model, prompts[people]).tolist(),
@@ -154,11 +154,17 @@ def steering_analysis(model, dm, sets, latents: dict, residual_norm: list[float]
             "latents": {k: {"layer": v["layer"], "latent": v["latent"], "score": v["score"]} for k, v in latents.items()}}
 
 
-def _changes(base: dict, effects: list[dict]) -> dict:
-    """Mean over vectors of the change in accuracy, answer probability and max probability."""
+def _changes(base: dict, effects: list[dict], n_boot: int = 0, seed: int = 0) -> dict:
+    """Mean over vectors of the change in accuracy, answer probability and max probability; their sd over
+    vectors, and for one vector a 95% bootstrap interval over prompts (people) of the paired change."""
     out = {f"base_{key}": _mean(base[key]) for key in ("right", "answer_prob", "max_prob")}
+    rng = np.random.default_rng(seed)
     for key in ("right", "answer_prob", "max_prob"):
         changes = [_mean(e[key]) - out[f"base_{key}"] for e in effects]
         out[f"{key}_change"] = float(np.mean(changes))
         out[f"{key}_change_sd"] = float(np.std(changes)) if len(changes) > 1 else None
+        if len(effects) == 1 and n_boot:
+            paired = (effects[0][key] - base[key]).numpy()                                  # [n]
+            means = [paired[rng.integers(len(paired), size=len(paired))].mean() for _ in range(n_boot)]
+            out[f"{key}_change_ci"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
     return out
