@@ -6,9 +6,12 @@
     circuits.py  one snapshot's knowledge circuit: faithfulness against budget, random controls, head roles
     circuits_study.py, track.py, plots.py   the same over every snapshot of a run, its table and timeline
     export.py    a TransformerLens HookedTransformer of any snapshot
+    entities.py, sae.py, steering.py, entities_sae.py, entities_study.py, entities_report.py
+                 known vs unknown people: sets, probes per layer, a TopK SAE, steering, across training
 
     python -m biolab.mech circuits RUN_DIR        # writes RUN_DIR/mech/circuits/
     python -m biolab.mech export RUN_DIR step=K   # writes RUN_DIR/mech/export/step_<K>/
+    python -m biolab.mech entities RUN_DIR        # writes RUN_DIR/mech/entities/
 
 Needs the `mech` extra (pip install -e ".[mech]"; the dev extra includes it).
 """
