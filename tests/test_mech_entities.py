@@ -160,6 +160,7 @@ def test_entities_command_writes_tables_and_figures_and_resumes(tiny_run, capsys
     (["entities", "RUN", "headline_alpha=3"], "headline_alpha=3 must be one of alphas"),
     (["entities", "RUN", "unknown=rare"], "unknown must be 'matched' or 'unseen'"),
     (["entities", "RUN", "steps=[0]", "sae_steps=[10]"], "sae_steps [10] are not among the analysed steps"),
+    (["entities", "RUN", "min_known=20"], "16 unseen people, fewer than min_known=20"),   # the tiny run has 16
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tiny_run, capsys, args, message):
     args = [str(tiny_run) if a == "RUN" else a for a in args]

@@ -154,6 +154,10 @@ def run_entities(run_dir: str | Path, log=print, **options) -> dict:
     dm = run.datamodule()
     if options["n_people"] < options["min_known"]:
         raise ConfigError(f"n_people={options['n_people']} is below min_known={options['min_known']}")
+    for name, population in (("seen", dm.seen), ("unseen", dm.unseen)):
+        if len(population) < options["min_known"]:
+            raise ConfigError(f"{run.dir} has {len(population)} {name} people, fewer than min_known="
+                              f"{options['min_known']}: no known/unknown comparison is possible")
     out_dir = Path(options["out"]) if options["out"] else run.dir / "mech" / "entities"
     log(f"entities of {run.dir}: {len(steps)} snapshots, sparse autoencoders at {sae_steps} -> {out_dir}")
 
