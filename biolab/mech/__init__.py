@@ -7,10 +7,13 @@
     circuits_study.py, track.py, plots.py   the same over every snapshot of a run, its table and timeline
     overshadowing.py, overshadowing_study.py   look-alike pairs: AO, R_dom, RO per P; over snapshots, circuit view
     export.py    a TransformerLens HookedTransformer of any snapshot
+    entities.py, sae.py, steering.py, entities_sae.py, entities_study.py, entities_report.py
+                 known vs unknown people: sets, probes per layer, a TopK SAE, steering, across training
 
     python -m biolab.mech circuits RUN_DIR        # writes RUN_DIR/mech/circuits/
     python -m biolab.mech overshadowing RUN_DIR   # writes RUN_DIR/mech/overshadowing/
     python -m biolab.mech export RUN_DIR step=K   # writes RUN_DIR/mech/export/step_<K>/
+    python -m biolab.mech entities RUN_DIR        # writes RUN_DIR/mech/entities/
 
 Only the export needs the `mech` extra (TransformerLens: pip install -e ".[mech]"); everything else runs
 on the core install.

@@ -4,6 +4,7 @@
     python -m biolab.mech overshadowing RUN_DIR [key=value ...]  # look-alike runs: RO per P across training
     python -m biolab.mech export RUN_DIR [step=K] [out=DIR]   # a TransformerLens HookedTransformer
     python -m biolab.mech neurons RUN_DIR [key=value ...]    # hallucination neurons across training
+    python -m biolab.mech entities RUN_DIR [key=value ...]   # known vs unknown people across training
 
 Options are key=value pairs (values parsed as YAML: 5, 0.7, [0,100,200], final); each analysis's
 module docstring lists its keys (biolab/mech/circuits_study.py). Results go to RUN_DIR/mech/<analysis>/.
@@ -20,7 +21,7 @@ import yaml
 
 from biolab.errors import ConfigError
 
-USAGE = "usage: python -m biolab.mech {circuits,overshadowing,neurons,export} RUN_DIR [key=value ...]"
+USAGE = "usage: python -m biolab.mech {circuits,overshadowing,neurons,entities,export} RUN_DIR [key=value ...]"
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -87,7 +88,17 @@ def _overshadowing(run_dir: str, options: dict) -> None:
           f"{summary['prior_control_rate']}; recovery flip rate {summary['recovery_flip_rate']}")
 
 
-COMMANDS = {"circuits": _circuits, "overshadowing": _overshadowing, "neurons": _neurons, "export": _export}
+def _entities(run_dir: str, options: dict) -> None:
+    from biolab.mech.entities_study import run_entities
+
+    s = run_entities(run_dir, **options)
+    print(f"final step {s['final_step']}: known vs token-matched unseen AUROC {s['auroc_best_layer_token_matched']} "
+          f"at layer {s['best_layer']} (layer 0: {s['auroc_layer0']}); first step >= 0.9: "
+          f"{s['first_step_auroc_0.9']['step']}, plateau end {s['plateau_end_step']}, 1% accuracy {s['acc_1pct_step']}")
+
+
+COMMANDS = {"circuits": _circuits, "overshadowing": _overshadowing, "neurons": _neurons, "entities": _entities,
+            "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:
