@@ -21,7 +21,6 @@ steps=all (or a list such as [0,100,200]), seed=0, target=0.7, min_effect=0.5, o
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from biolab.errors import ConfigError
@@ -30,7 +29,7 @@ from biolab.io import write_csv, write_json
 from biolab.mech.circuits import ABLATIONS, CircuitOptions, analyse_circuits
 from biolab.mech.prompts import corrupt, recall_prompts
 from biolab.mech.scoring import prompt_accuracy
-from biolab.mech.track import track
+from biolab.mech.track import finite_json, onset, track
 from biolab.runs import load_run
 
 DEFAULTS = {"prompts_per_attribute": 40, "ig_steps": 5, "random_sets": 20, "ablation": "counterfactual",
@@ -131,14 +130,6 @@ def step_row(result: dict, final_circuit: set, k_final: int | None, metrics: lis
     return row
 
 
-def _onset(rows: list[dict], holds) -> dict:
-    """First step where `holds(row)`, as the interval (previous snapshot, that step]."""
-    for previous, row in zip([None, *rows], rows):
-        if holds(row):
-            return {"step": row["step"], "after": previous["step"] if previous else None}
-    return {"step": None, "after": None}
-
-
 def summarise(results: dict[int, dict], run) -> dict:
     steps = sorted(results)
     last = results[steps[-1]]
@@ -171,9 +162,9 @@ def summarise(results: dict[int, dict], run) -> dict:
         "val_attr_acc": rows[-1]["val/attr_acc"],
         "fall_end_step": milestones.get("fall_end_step"), "plateau_end_step": milestones.get("plateau_end_step"),
         "acc_1pct_step": milestones.get("acc_1pct_step"), "acc_50pct_step": milestones.get("acc_50pct_step"),
-        "circuit_onset": _onset(rows, small_circuit),
-        "name_to_last_onset": _onset(rows, lambda r: (r["name_to_last_edges"] or 0) >= 1),
-        "overlap_onset": _onset(rows, lambda r: (r["jaccard_with_final"] or 0) >= 0.5),
+        "circuit_onset": onset(rows, small_circuit),
+        "name_to_last_onset": onset(rows, lambda r: (r["name_to_last_edges"] or 0) >= 1),
+        "overlap_onset": onset(rows, lambda r: (r["jaccard_with_final"] or 0) >= 0.5),
         "definitions": {
             "circuit_onset": f"first snapshot where <= {SMALL_CIRCUIT:.0%} of the edges reach F >= target while "
                              f"random sets of that size stay <= {RANDOM_CEILING} (interval: previous snapshot, step]",
@@ -184,15 +175,4 @@ def summarise(results: dict[int, dict], run) -> dict:
         },
         "per_step": rows,
     }
-    return _finite(summary)
-
-
-def _finite(value):
-    """NaN -> None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    return finite_json(summary)

@@ -16,7 +16,7 @@ import numpy as np
 
 from biolab.history import history_column
 from biolab.io import write_csv, write_json
-from biolab.mech.circuits_study import _finite, _onset
+from biolab.mech.track import finite_json, onset
 from biolab.mech.entities import FAMILIES
 from biolab.plots import plt, save_figure
 
@@ -177,9 +177,9 @@ def write_report(results: dict[int, dict], run, out_dir: Path) -> dict:
         "steering_alpha": options.get("headline_alpha"), **headline_steering(steering, options.get("headline_alpha")),
         "name_mover_attention": mover_head_attention(steering),
         "unknown_answer_rate_change": None,
-        "first_step_auroc_0.9": _onset(rows, lambda r: (r["known_vs_matched_best"] or 0) >= AUROC_ONSET),
-        "first_step_auroc_0.9_seen_vs_matched": _onset(rows, lambda r: (r["seen_vs_matched_best"] or 0) >= AUROC_ONSET),
-        "first_step_known": _onset(rows, lambda r: r["known_vs_matched_best"] is not None),
+        "first_step_auroc_0.9": onset(rows, lambda r: (r["known_vs_matched_best"] or 0) >= AUROC_ONSET),
+        "first_step_auroc_0.9_seen_vs_matched": onset(rows, lambda r: (r["seen_vs_matched_best"] or 0) >= AUROC_ONSET),
+        "first_step_known": onset(rows, lambda r: r["known_vs_matched_best"] is not None),
         "fall_end_step": milestones.get("fall_end_step"), "plateau_end_step": milestones.get("plateau_end_step"),
         "acc_1pct_step": milestones.get("acc_1pct_step"), "acc_50pct_step": milestones.get("acc_50pct_step"),
         "unseen_loss_rise": unseen_loss_rise(metrics),
@@ -199,7 +199,7 @@ def write_report(results: dict[int, dict], run, out_dir: Path) -> dict:
         },
         "per_step": rows,
     }
-    summary = _finite(summary)
+    summary = finite_json(summary)
     write_csv(out_dir / "table.csv", rows)
     write_csv(out_dir / "layers.csv", layer_rows(final))
     if sae_steps:

@@ -27,7 +27,7 @@ import numpy as np
 from biolab.errors import ConfigError
 from biolab.history import history_column
 from biolab.io import write_csv, write_json
-from biolab.mech.circuits_study import _finite, _onset
+from biolab.mech.track import finite_json, onset
 from biolab.mech.neuron_scaling import ALPHAS
 from biolab.mech.neurons_labelled import analyse_labelled, analyse_transfer, build_items
 from biolab.mech.track import track
@@ -176,8 +176,8 @@ def summarise(labelled: dict, timeline: dict, main_step: int, run) -> dict:
         "alpha_slope": main.get("alpha_slope", {}).get("adopts_context"),
         "alpha_slopes_all_measures": main.get("alpha_slope"),
         "final": {"step": max(labelled), **headline(labelled[max(labelled)])} if max(labelled) != main_step else None,
-        "first_step_auroc_0.7": _onset(rows, lambda r: (r["main_probe_auroc_heldout_people"] or 0) >= AUROC_ONSET),
-        "first_step_own_probe_auroc_0.7": _onset(rows, lambda r: (r["own_probe_auroc_heldout_people"] or 0) >= AUROC_ONSET),
+        "first_step_auroc_0.7": onset(rows, lambda r: (r["main_probe_auroc_heldout_people"] or 0) >= AUROC_ONSET),
+        "first_step_own_probe_auroc_0.7": onset(rows, lambda r: (r["own_probe_auroc_heldout_people"] or 0) >= AUROC_ONSET),
         "fall_end_step": milestones.get("fall_end_step"), "plateau_end_step": milestones.get("plateau_end_step"),
         "acc_1pct_step": milestones.get("acc_1pct_step"), "acc_50pct_step": milestones.get("acc_50pct_step"),
         "definitions": {
@@ -190,4 +190,4 @@ def summarise(labelled: dict, timeline: dict, main_step: int, run) -> dict:
         },
         "per_step": rows,
     }
-    return _finite(summary)
+    return finite_json(summary)

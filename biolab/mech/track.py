@@ -12,6 +12,7 @@ is refused (its per-step files would mix two analyses) rather than silently mixe
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,22 @@ def track(run: Run, out_dir: str | Path, analyse: Callable[[object, int], dict],
         results[step] = result
         log(f"[{i + 1}/{len(steps)}] step {step}: {result['seconds']:.1f} s -> {path}")
     return results
+
+
+def onset(rows: list[dict], holds) -> dict:
+    """First step where `holds(row)`, as the interval (previous snapshot, that step]."""
+    for previous, row in zip([None, *rows], rows):
+        if holds(row):
+            return {"step": row["step"], "after": previous["step"] if previous else None}
+    return {"step": None, "after": None}
+
+
+def finite_json(value):
+    """NaN -> None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
+    return value
