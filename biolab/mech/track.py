@@ -7,6 +7,9 @@ built once by the caller). Each result is written to ``out_dir/steps/step_<k>.js
 it is done; a re-run skips the steps already written, so an interrupted analysis loses at most
 the step in progress. ``out_dir/options.json`` records the options: a re-run with other options
 is refused (its per-step files would mix two analyses) rather than silently mixed.
+
+Shared by the studies' summaries: ``onset(rows, holds)`` (the first snapshot where a condition holds, as
+the interval since the previous one) and ``finite_json(value)`` (NaN -> None, for JSON).
 """
 
 from __future__ import annotations
