@@ -83,7 +83,7 @@ class PromptSet:
 
 # ---- choosing people and templates ---------------------------------------------------------------
 def _require_setup(dm) -> None:
-    if getattr(dm, "builder", None) is None:
+    if getattr(dm, "seen", None) is None or getattr(dm, "builder", None) is None:
         raise ValueError("the BioDataModule is not set up: call dm.setup() first")
 
 
