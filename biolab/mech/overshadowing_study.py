@@ -6,7 +6,8 @@ RO peak and the final snapshot the circuit view runs. Writes RUN_DIR/mech/oversh
 
     steps/step_<k>.json   per-pair AO, R_dom, R_sub, p_dom, p_sub, prior at one snapshot (resumable)
     table.csv             one row per (step, kind, P): the group means and RO
-    summary.json          RO per P at the RO peak and at the end with 95% bootstrap intervals over pairs,
+    summary.json          RO per P at the overshadowing peak (the snapshot where the largest P's AO most
+                          exceeds its prior control) and at the end, with 95% bootstrap intervals over pairs,
                           ro_gap = RO(largest P) - RO(1) with its interval, spearman_logp_ro, the prior
                           control, peak_step beside the plateau end and the 50%-accuracy step, recovery,
                           the controls, and the circuit view
@@ -199,6 +200,22 @@ def run_overshadowing(run_dir: str | Path, log=print, **options) -> dict:
     return summary
 
 
+def peak_step(results: dict[int, dict], prompts, level: float) -> int | None:
+    """The snapshot where the level-P pairs' AO most exceeds their prior control (AO - prior), among those
+    with R_dom >= 0.05. Not the largest RO: before anything is known every answer is the attribute's most
+    frequent first token, AO, R_dom and the prior sit at the same floor and RO ~ 1 means nothing."""
+    members = (prompts.kind == "pair") & (prompts.level == level)
+    best, best_excess = None, 0.0
+    for step in sorted(results):
+        per_pair = _as_arrays(results[step])
+        if per_pair["r_dom"][members].mean() < MIN_R_DOM:
+            continue
+        excess = float(per_pair["ao"][members].mean() - per_pair["prior"][members].mean())
+        if excess > best_excess:
+            best, best_excess = step, excess
+    return best
+
+
 def summarise_study(results: dict[int, dict], prompts, run, options: dict) -> dict:
     steps = sorted(results)
     kind, level = prompts.kind, prompts.level
@@ -211,10 +228,10 @@ def summarise_study(results: dict[int, dict], prompts, run, options: dict) -> di
                 rows.append({"step": step, "group": group, **row})
         ro_curves[step] = {p: ro_of(per_pair, (kind == "pair") & (level == p)) for p in pair_levels}
     top = pair_levels[-1]
-    defined = [s for s in steps if ro_curves[s][top] is not None]
-    peak = max(defined, key=lambda s: ro_curves[s][top]) if defined else None
+    peak = peak_step(results, prompts, top)
     rng = np.random.default_rng(options["seed"])
     summary = {"n_pairs": int(len(level)), "pair_levels": pair_levels, "steps": steps, "peak_step": peak,
+               "peak_definition": f"the snapshot of largest AO - prior at P = {top:g} (R_dom >= {MIN_R_DOM})",
                "final_step": steps[-1], "min_r_dom": MIN_R_DOM}
     for name, step in (("peak", peak), ("end", steps[-1])):
         if step is None:

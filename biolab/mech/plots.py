@@ -114,6 +114,7 @@ def plot_overshadowing_study(summary: dict, metrics: list[dict], path: str | Pat
     ax_ro.legend(fontsize=7)
     ax_ro.set_title("RO against step per P (snapshots)", fontsize=10)
     fig.suptitle(title or "knowledge overshadowing")
+    return save_figure(fig, path)
 
 
 def plot_neuron_timeline(summary: dict, metrics: list[dict], path: str | Path, title: str = "") -> Path:
