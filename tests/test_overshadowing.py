@@ -196,3 +196,23 @@ def test_overshadowing_command_over_snapshots(tmp_path, capsys):
     assert [j["job"] for j in swept["jobs"]] == ["run"] and swept["missing_analysis"] == ["unanalysed"]
     assert swept["jobs"][0]["ro_by_p_end"] == summary["ro_by_p_end"]
     assert (tmp_path / "overshadowing_sweep.png").stat().st_size > 10_000
+
+
+def test_each_level_is_read_at_its_own_peak():
+    """The peak is the step of largest AO - prior with R_dom >= 0.05; a smaller P may peak later."""
+    from types import SimpleNamespace
+
+    from biolab.mech.overshadowing_study import peak_by_p, peak_step
+
+    prompts = SimpleNamespace(kind=np.array(["pair"] * 4), level=np.array([1.0, 1.0, 4.0, 4.0]))
+
+    def at(ao, r_dom, prior):  # per pair: P=1 pairs first, then P=4
+        return {"per_pair": {"ao": ao, "r_dom": r_dom, "prior": prior}}
+    results = {10: at([0.1, 0.1, 0.1, 0.1], [0.01, 0.01, 0.01, 0.01], [0.1] * 4),   # R_dom below 0.05: no peak
+               20: at([0.1, 0.1, 0.9, 0.7], [0.1, 0.1, 0.9, 0.9], [0.1] * 4),
+               30: at([0.5, 0.3, 0.2, 0.2], [0.6, 0.6, 1.0, 1.0], [0.0] * 4)}
+    assert peak_step(results, prompts, 4.0) == 20 and peak_step(results, prompts, 1.0) == 30
+    rows = peak_by_p(results, prompts, [1.0, 4.0], 200, np.random.default_rng(0))
+    assert rows["4"]["ao_excess"] == pytest.approx(0.7) and rows["4"]["ro"] == pytest.approx(0.8 / 0.9)
+    assert rows["1"]["step"] == 30 and rows["1"]["ao_excess"] == pytest.approx(0.4)
+    assert rows["1"]["ao_excess_95"][0] <= 0.4 <= rows["1"]["ao_excess_95"][1]

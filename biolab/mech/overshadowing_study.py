@@ -7,7 +7,9 @@ RO peak and the final snapshot the circuit view runs. Writes RUN_DIR/mech/oversh
     steps/step_<k>.json   per-pair AO, R_dom, R_sub, p_dom, p_sub, prior at one snapshot (resumable)
     table.csv             one row per (step, kind, P): the group means and RO
     summary.json          RO per P at the overshadowing peak (the snapshot where the largest P's AO most
-                          exceeds its prior control) and at the end, with 95% bootstrap intervals over pairs,
+                          exceeds its prior control) and at the end, with 95% bootstrap intervals over pairs;
+                          peak_by_p: each P at its own peak (AO - prior, AO, R_dom, RO) and
+                          spearman_logp_peak_ao_excess;
                           ro_gap = RO(largest P) - RO(1) with its interval, spearman_logp_ro, the prior
                           control, peak_step beside the plateau end and the 50%-accuracy step, recovery,
                           the controls, and the circuit view
@@ -216,6 +218,26 @@ def peak_step(results: dict[int, dict], prompts, level: float) -> int | None:
     return best
 
 
+def peak_by_p(results: dict[int, dict], prompts, levels: list[float], n: int, rng) -> dict:
+    """Per level P, its own overshadowing peak (peak_step at that P): the step, AO - prior with a 95% bootstrap
+    interval over pairs, AO, R_dom and RO there. Smaller P learn the dominant fact later, so one common step
+    compares pairs at different stages; each P's own peak does not."""
+    out = {}
+    for p in levels:
+        members = (prompts.kind == "pair") & (prompts.level == p)
+        step = peak_step(results, prompts, p)
+        row = {"step": step, "ao_excess": None, "ao_excess_95": None, "ao": None, "r_dom": None, "ro": None}
+        if step is not None:
+            per_pair = _as_arrays(results[step])
+            excess = per_pair["ao"][members] - per_pair["prior"][members]                    # [pairs of P]
+            boots = [rng.choice(excess, size=len(excess)).mean() for _ in range(n)]
+            row.update(ao_excess=float(excess.mean()), ao_excess_95=[float(v) for v in np.percentile(boots, [2.5, 97.5])],
+                       ao=float(per_pair["ao"][members].mean()), r_dom=float(per_pair["r_dom"][members].mean()),
+                       ro=ro_of(per_pair, members))
+        out[f"{p:g}"] = row
+    return out
+
+
 def summarise_study(results: dict[int, dict], prompts, run, options: dict) -> dict:
     steps = sorted(results)
     kind, level = prompts.kind, prompts.level
@@ -253,6 +275,11 @@ def summarise_study(results: dict[int, dict], prompts, run, options: dict) -> di
         summary[f"prior_control_rate_{name}"] = float(per_pair["prior"].mean())
         summary[f"controls_{name}"] = {g: r for g, r in summarise(per_pair, prompts).items()
                                        if g != "prior" and not g.startswith("pair/")}
+    summary["peak_by_p"] = peak_by_p(results, prompts, pair_levels, options["bootstrap"], rng)
+    excess = [(p, row["ao_excess"]) for p, row in ((p, summary["peak_by_p"][f"{p:g}"]) for p in pair_levels)
+              if row["step"] is not None]
+    summary["spearman_logp_peak_ao_excess"] = (spearman([math.log(p) for p, _ in excess], [e for _, e in excess])
+                                               if len(excess) >= 3 else None)
     summary["ro_gap"] = summary.get("ro_gap_peak")
     summary["ro_gap_95"] = summary.get("ro_gap_peak_95")
     summary["spearman_logp_ro"] = summary.get("spearman_logp_ro_peak")
