@@ -93,12 +93,19 @@ def plot_overshadowing_study(summary: dict, metrics: list[dict], path: str | Pat
             high = [(i[1] if i else r) - r for r, i in zip(ros, intervals)]
             step = summary["peak_step"] if name == "peak" else summary["final_step"]
             ax_p.errorbar(ps, ros, yerr=[low, high], fmt="o-", color=color, capsize=3, label=f"{name} (step {step})")
-    ax_p.axhline(summary.get("prior_control_rate") or 0, color="k", linestyle=":", label="prior control rate")
+    own = [(float(p), row["ao_excess"], row["ao_excess_95"]) for p, row in (summary.get("peak_by_p") or {}).items()
+           if row["ao_excess"] is not None]
+    if own:
+        ps, values, intervals = zip(*own)
+        ax_p.errorbar(ps, values, yerr=[[v - i[0] for v, i in zip(values, intervals)],
+                                        [i[1] - v for v, i in zip(values, intervals)]],
+                      fmt="s--", color="tab:green", capsize=3, label="AO - prior, each P at its own peak")
+    ax_p.axhline(summary.get("prior_control_rate") or 0, color="k", linestyle=":", label="prior control rate (peak)")
     ax_p.set_xscale("log", base=2)
     ax_p.set_xlabel("popularity ratio P of the dominant person")
-    ax_p.set_ylabel("relative overshadowing RO = AO / R_dom")
+    ax_p.set_ylabel("RO = AO / R_dom; AO - prior")
     ax_p.legend(fontsize=8)
-    ax_p.set_title("RO against P (95% bootstrap over pairs)", fontsize=10)
+    ax_p.set_title("overshadowing against P (95% bootstrap over pairs)", fontsize=10)
     loss_panel(ax_loss, metrics, summary)
     ax_loss.set_title("attribute loss and accuracy", fontsize=10)
     levels = summary["pair_levels"]
