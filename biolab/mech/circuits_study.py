@@ -29,7 +29,7 @@ from biolab.io import write_csv, write_json
 from biolab.mech.circuits import ABLATIONS, CircuitOptions, analyse_circuits
 from biolab.mech.prompts import corrupt, recall_prompts
 from biolab.mech.scoring import prompt_accuracy
-from biolab.mech.track import finite_json, onset, track
+from biolab.mech.track import finite_json, onset, requested_steps, track
 from biolab.runs import load_run
 
 DEFAULTS = {"prompts_per_attribute": 40, "ig_steps": 5, "random_sets": 20, "ablation": "counterfactual",
@@ -64,12 +64,7 @@ def run_circuits(run_dir: str | Path, log=print, **options) -> dict:
     summary.json and timeline.png; returns the summary."""
     options = check_options(options)
     run = load_run(run_dir)
-    available = run.steps
-    if not available:
-        run.snapshot()  # raises the one-line "no model snapshot" error
-    steps = available if options["steps"] == "all" else options["steps"]
-    for step in steps:
-        run.snapshot(step)  # a step that does not exist fails here, before any work
+    steps = requested_steps(run, options["steps"])
     out_dir = Path(options["out"]) if options["out"] else run.dir / "mech" / "circuits"
     dm = run.datamodule()
     clean = recall_prompts(dm, "seen", n=min(options["prompts_per_attribute"], dm.population_size),

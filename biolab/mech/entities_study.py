@@ -45,7 +45,7 @@ from biolab.mech.entities import (FAMILIES, auroc, entity_sets, family_prompts, 
                                   residuals_at)
 from biolab.mech.entities_sae import sae_analysis, steering_analysis
 from biolab.mech.scoring import answer_logits
-from biolab.mech.track import track
+from biolab.mech.track import requested_steps, track
 from biolab.runs import load_run
 
 DEFAULTS = {"n_people": 300, "min_right": 2, "min_known": 20, "folds": 5, "steps": "all", "sae_steps": "main",
@@ -142,11 +142,7 @@ def run_entities(run_dir: str | Path, log=print, **options) -> dict:
     """Analyse every requested snapshot (skipping those done), then write tables, summary and figures."""
     options = check_options(options)
     run = load_run(run_dir)
-    if not run.steps:
-        run.snapshot()  # raises the one-line "no model snapshot" error
-    steps = run.steps if options["steps"] == "all" else sorted(set(options["steps"]))
-    for step in steps:
-        run.snapshot(step)
+    steps = requested_steps(run, options["steps"])
     sae_steps = main_steps(run, steps, options["sae_steps"])
     missing = sorted(set(sae_steps) - set(steps))
     if missing:

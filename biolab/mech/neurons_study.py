@@ -27,10 +27,9 @@ import numpy as np
 from biolab.errors import ConfigError
 from biolab.history import history_column
 from biolab.io import write_csv, write_json
-from biolab.mech.track import finite_json, onset
+from biolab.mech.track import finite_json, onset, requested_steps, track
 from biolab.mech.neuron_scaling import ALPHAS
 from biolab.mech.neurons_labelled import analyse_labelled, analyse_transfer, build_items
-from biolab.mech.track import track
 from biolab.runs import load_run
 
 DEFAULTS = {"people": "all", "unseen_people": 128, "n_samples": 10, "seed": 0, "main_step": "auto",
@@ -93,11 +92,7 @@ def run_neurons(run_dir: str | Path, log=print, **options) -> dict:
     """The labelled checkpoints, then every requested snapshot; writes table.csv, summary.json, timeline.png."""
     options = check_options(options)
     run = load_run(run_dir)
-    if not run.steps:
-        run.snapshot()  # the one-line "no model snapshot" error
-    steps = run.steps if options["steps"] == "all" else options["steps"]
-    for step in steps:
-        run.snapshot(step)
+    steps = requested_steps(run, options["steps"])
     main_step, final_step = find_main_step(run, options), run.steps[-1]
     dm = run.datamodule()
     people = None if options["people"] == "all" else min(options["people"], len(dm.seen))

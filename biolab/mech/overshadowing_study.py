@@ -43,7 +43,7 @@ from biolab.mech.circuits import logit_diff_metric, spearman
 from biolab.mech.graph import Graph, ablated_outputs, attribute, patched_logits
 from biolab.mech.overshadowing import MIN_R_DOM, measure, overshadowing_prompts, summarise
 from biolab.mech.prompts import build_prompts
-from biolab.mech.track import track
+from biolab.mech.track import requested_steps, track
 from biolab.runs import load_run
 
 DEFAULTS = {"templates_per_attribute": 5, "prior_per_pair": 4, "steps": "all", "circuit_edges": 0.05,
@@ -169,11 +169,7 @@ def middle_name_attention(model, prompts) -> list[list[float]]:
 def run_overshadowing(run_dir: str | Path, log=print, **options) -> dict:
     options = check_options(options)
     run = load_run(run_dir)
-    if not run.steps:
-        run.snapshot()  # the one-line "no model snapshot" error
-    steps = run.steps if options["steps"] == "all" else options["steps"]
-    for step in steps:
-        run.snapshot(step)
+    steps = requested_steps(run, options["steps"])
     dm = run.datamodule()
     prompts = overshadowing_prompts(dm, options["templates_per_attribute"], options["prior_per_pair"], options["seed"])
     out_dir = Path(options["out"]) if options["out"] else run.dir / "mech" / "overshadowing"

@@ -8,7 +8,7 @@ it is done; a re-run skips the steps already written, so an interrupted analysis
 the step in progress. ``out_dir/options.json`` records the options: a re-run with other options
 is refused (its per-step files would mix two analyses) rather than silently mixed.
 
-Shared by the studies' summaries: ``onset(rows, holds)`` (the first snapshot where a condition holds, as
+``requested_steps(run, steps)`` checks the snapshots an analysis asks for. Shared by the studies' summaries: ``onset(rows, holds)`` (the first snapshot where a condition holds, as
 the interval since the previous one) and ``finite_json(value)`` (NaN -> None, for JSON).
 """
 
@@ -40,6 +40,17 @@ def check_options(out_dir: Path, options: dict) -> None:
             raise ConfigError(f"{out_dir} holds results computed with other options: {shown}; "
                               f"delete it or pass out=<another directory>")
     write_json(path, options)
+
+
+def requested_steps(run: Run, steps) -> list[int]:
+    """The snapshots an analysis runs on: every one for steps="all", else the listed steps, each checked to
+    exist before any work (a run without snapshots or a missing step is the run loader's one-line error)."""
+    if not run.steps:
+        run.snapshot()  # raises the one-line "no model snapshot" error
+    chosen = run.steps if steps == "all" else sorted(set(steps))
+    for step in chosen:
+        run.snapshot(step)
+    return chosen
 
 
 def track(run: Run, out_dir: str | Path, analyse: Callable[[object, int], dict], steps: list[int],
