@@ -27,6 +27,17 @@ def small_dm(**kwargs):
     return dm
 
 
+def small_model(vocab_size: int, seed: int = 0):
+    """An untrained 2-layer, 2-head, d_model 32 Transformer in eval mode, without gradients (mech tests)."""
+    import torch
+
+    from biolab.model import Transformer, TransformerConfig
+
+    torch.manual_seed(seed)
+    config = TransformerConfig(vocab_size=vocab_size, n_layers=2, n_heads=2, d_model=32, d_mlp=64, max_seq_len=64)
+    return Transformer(config).eval().requires_grad_(False)
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return lambda *overrides: make_cfg(tmp_path / "run", "experiment=tiny", *overrides)

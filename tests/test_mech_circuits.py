@@ -13,19 +13,15 @@ from biolab.mech.circuits import CircuitOptions, analyse_circuits, logit_diff_me
 from biolab.mech.graph import (Graph, _Patcher, ablated_outputs, attribute, exact_patching, node_outputs,
                                patched_logits)
 from biolab.mech.prompts import corrupt, recall_prompts
-from biolab.model import Transformer, TransformerConfig
 
-from conftest import small_dm
+from conftest import small_dm, small_model
 
 
 @pytest.fixture(scope="module")
 def setting():
     dm = small_dm()
-    torch.manual_seed(0)
-    model = Transformer(TransformerConfig(vocab_size=dm.vocab_size, n_layers=2, n_heads=2, d_model=32, d_mlp=64,
-                                          max_seq_len=64)).eval().requires_grad_(False)
     clean = recall_prompts(dm, "seen", n=4)
-    return model, clean, corrupt(clean, dm)
+    return small_model(dm.vocab_size), clean, corrupt(clean, dm)
 
 
 def test_edge_counts_match_the_usual_graph():

@@ -14,9 +14,8 @@ from biolab.mech.neuron_scaling import conflict_prompts, slope_interval
 from biolab.mech.neurons import (answer_lengths, cett_features, classes, greedy_answers, label_items,
                                  right_path_probability, scaling_hooks)
 from biolab.mech.prompts import recall_prompts
-from biolab.model import Transformer, TransformerConfig
 
-from conftest import small_dm
+from conftest import small_dm, small_model
 
 pytest.importorskip("sklearn")
 
@@ -24,10 +23,7 @@ pytest.importorskip("sklearn")
 @pytest.fixture(scope="module")
 def setting():
     dm = small_dm()
-    torch.manual_seed(0)
-    model = Transformer(TransformerConfig(vocab_size=dm.vocab_size, n_layers=2, n_heads=2, d_model=32, d_mlp=64,
-                                          max_seq_len=64)).eval().requires_grad_(False)
-    return dm, model, recall_prompts(dm, "seen", n=6)
+    return dm, small_model(dm.vocab_size), recall_prompts(dm, "seen", n=6)
 
 
 def test_cett_equals_a_direct_computation_from_weights_and_activations(setting):
