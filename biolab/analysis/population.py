@@ -244,16 +244,16 @@ def predict(sweep_dir: str | Path, sizes: list[int], fit_from: int | None = None
     return predictions
 
 
-def prediction_check(sweep_dir: Path, fits: dict) -> dict | None:
+def prediction_check(sweep_dir: Path, jobs: list[Job], fits: dict) -> dict | None:
     """predictions.json against what the sweep has measured since."""
     path = sweep_dir / "predictions.json"
     if not path.exists():
         return None
     predictions = json.loads(path.read_text())
     written = datetime.fromisoformat(predictions["written_at"]) if "written_at" in predictions else None
-    started = [datetime.fromtimestamp((job / "config.yaml").stat().st_mtime, timezone.utc)
-               for job in sweep_dir.iterdir() if (job / "config.yaml").is_file()
-               and _size_of_dir(job) in set(predictions["predicted_sizes"])]
+    started = [datetime.fromtimestamp((job.path / "config.yaml").stat().st_mtime, timezone.utc)
+               for job in jobs if (job.path / "config.yaml").is_file()
+               and population_size(job) in set(predictions["predicted_sizes"])]
     out = {"fitted_on_sizes": predictions["fitted_on_sizes"], "written_at": predictions.get("written_at"),
            # every predicted size's run began after the prediction was written (config.yaml is its first file)
            "written_before_the_runs": None if written is None or not started else bool(written <= min(started)),
@@ -271,15 +271,6 @@ def prediction_check(sweep_dir: Path, fits: dict) -> dict | None:
             rows[n] = row
         out["milestones"][key] = rows
     return out
-
-
-def _size_of_dir(job_dir: Path) -> int | None:
-    """N from a job directory name such as data.population_size=8192,seed=0."""
-    for part in job_dir.name.split(","):
-        key, _, value = part.partition("=")
-        if key == SIZE_KEY and value.isdigit():
-            return int(value)
-    return None
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
@@ -403,7 +394,7 @@ def analyse_population_sweep(sweep_dir: str | Path, fit_from: int = FIT_FROM) ->
     rows = next((j.metrics() for j in jobs if j.metrics()), [])
     baseline = float(rows[0]["val/baseline"]) if rows else math.nan
     fits = scaling_fit(jobs, run_settings(jobs[0]), fit_from)
-    fits["prediction_check"] = prediction_check(sweep_dir, fits)
+    fits["prediction_check"] = prediction_check(sweep_dir, jobs, fits)
     write_json(sweep_dir / "scaling_fit.json", fits)
     plot_population_curves(jobs, baseline, sweep_dir / "population_curves.png")
     plot_scaling(jobs, fits, sweep_dir / "plateau_scaling.png")

@@ -41,7 +41,7 @@ from biolab.errors import ConfigError
 from biolab.io import write_csv, write_json
 from biolab.mech.circuits import logit_diff_metric, spearman
 from biolab.mech.graph import Graph, ablated_outputs, attribute, patched_logits
-from biolab.mech.overshadowing import MIN_R_DOM, measure, overshadowing_prompts, summarise
+from biolab.mech.overshadowing import MIN_R_DOM, group_key, measure, overshadowing_prompts, summarise
 from biolab.mech.prompts import build_prompts
 from biolab.mech.track import requested_steps, track
 from biolab.runs import load_run
@@ -75,12 +75,7 @@ def ro_of(per_pair: dict, members: np.ndarray) -> float | None:
 def bootstrap_ro(per_pair: dict, members: np.ndarray, n: int, rng: np.random.Generator) -> list[float] | None:
     """95% interval of RO of a group, resampling its pairs."""
     index = np.flatnonzero(members)
-    values = []
-    for _ in range(n):
-        sample = rng.choice(index, size=len(index))
-        ao, r_dom = per_pair["ao"][sample].mean(), per_pair["r_dom"][sample].mean()
-        if r_dom >= MIN_R_DOM:
-            values.append(ao / r_dom)
+    values = [ro for _ in range(n) if (ro := ro_of(per_pair, rng.choice(index, size=len(index)))) is not None]
     return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) >= n // 2 else None
 
 
@@ -88,14 +83,9 @@ def bootstrap_gap(per_pair: dict, low: np.ndarray, high: np.ndarray, n: int, rng
     """95% interval of RO(high group) - RO(low group), resampling the pairs of each."""
     gaps = []
     for _ in range(n):
-        parts = []
-        for members in (high, low):
-            sample = rng.choice(np.flatnonzero(members), size=int(members.sum()))
-            r_dom = per_pair["r_dom"][sample].mean()
-            parts.append(per_pair["ao"][sample].mean() / r_dom if r_dom >= MIN_R_DOM else np.nan)
-        gaps.append(parts[0] - parts[1])
-    gaps = np.asarray(gaps)
-    gaps = gaps[np.isfinite(gaps)]
+        ro_high, ro_low = (ro_of(per_pair, rng.choice(np.flatnonzero(m), size=int(m.sum()))) for m in (high, low))
+        if ro_high is not None and ro_low is not None:
+            gaps.append(ro_high - ro_low)
     return [float(v) for v in np.percentile(gaps, [2.5, 97.5])] if len(gaps) >= n // 2 else None
 
 
@@ -238,13 +228,10 @@ def summarise_study(results: dict[int, dict], prompts, run, options: dict) -> di
     steps = sorted(results)
     kind, level = prompts.kind, prompts.level
     pair_levels = sorted(set(level[kind == "pair"].tolist()))
-    rows, ro_curves = [], {}
-    for step in steps:
-        per_pair = _as_arrays(results[step])
-        for group, row in summarise(per_pair, prompts).items():
-            if group != "prior":
-                rows.append({"step": step, "group": group, **row})
-        ro_curves[step] = {p: ro_of(per_pair, (kind == "pair") & (level == p)) for p in pair_levels}
+    groups = {step: summarise(_as_arrays(results[step]), prompts) for step in steps}  # {step: {group: row}}
+    rows = [{"step": step, "group": group, **row} for step in steps for group, row in groups[step].items()
+            if group != "prior"]
+    ro_curves = {step: {p: groups[step][group_key("pair", p)]["ro"] for p in pair_levels} for step in steps}
     top = pair_levels[-1]
     peak = peak_step(results, prompts, top)
     rng = np.random.default_rng(options["seed"])
@@ -269,7 +256,7 @@ def summarise_study(results: dict[int, dict], prompts, run, options: dict) -> di
         summary[f"spearman_logp_ro_{name}"] = (spearman([math.log(p) for p, _ in pairs_ro], [r for _, r in pairs_ro])
                                                if len(pairs_ro) >= 3 else None)
         summary[f"prior_control_rate_{name}"] = float(per_pair["prior"].mean())
-        summary[f"controls_{name}"] = {g: r for g, r in summarise(per_pair, prompts).items()
+        summary[f"controls_{name}"] = {g: r for g, r in groups[step].items()
                                        if g != "prior" and not g.startswith("pair/")}
     summary["peak_by_p"] = peak_by_p(results, prompts, pair_levels, options["bootstrap"], rng)
     excess = [(p, row["ao_excess"]) for p, row in ((p, summary["peak_by_p"][f"{p:g}"]) for p in pair_levels)
