@@ -17,7 +17,9 @@ population ("old people"): data.population_size, data.seed, data.n_unseen, data.
 data.n_train_templates, data.shuffle_sentences, and the fingerprint of the old people when the
 checkpoint records it (checkpoints written by BioDataModule.state_dict); for older checkpoints the
 pre-training run's config.yaml next to checkpoints/ is read instead. Any mismatch is a ConfigError
-naming the key.
+naming the key. One difference is allowed: tokens this run appends to the vocabulary (data.unknown_answer
+adds UNKNOWN as the last id) grow the embedding and unembedding by rows at their end, initialised at the
+mean of the trained rows (``grow_vocabulary``); every trained row keeps its id and value.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from biolab.data.datamodule import BioDataModule
@@ -37,12 +40,32 @@ DATA_KEYS = ("population_size", "seed", "n_unseen", "attributes", "n_train_templ
 MODEL_KEYS_IGNORED = ("init_std",)  # irrelevant once the weights are loaded
 
 
-def check_model(ckpt: dict, model_state: dict, module, path: Path) -> None:
-    """Same architecture: config keys first (clear names), then every tensor's name and shape."""
+GROWN_WEIGHTS = ("embed.weight", "unembed.weight")  # [vocab, d_model] each: the rows of appended tokens
+
+
+def grow_vocabulary(model_state: dict, module, n_extra: int) -> tuple[dict, int]:
+    """The checkpoint's weights with rows appended for the last `n_extra` token ids of this run when the
+    checkpoint lacks them (each row the mean of the trained rows), and how many were appended (0 or n_extra)."""
+    vocab = module.model.cfg.vocab_size
+    old = model_state.get(GROWN_WEIGHTS[0])
+    if not n_extra or old is None or old.shape[0] != vocab - n_extra:
+        return model_state, 0
+    grown = dict(model_state)
+    for name in GROWN_WEIGHTS:
+        rows = model_state[name]                                              # [vocab - n_extra, d_model]
+        grown[name] = torch.cat([rows, rows.mean(0, keepdim=True).expand(n_extra, -1)])
+    return grown, n_extra
+
+
+def check_model(ckpt: dict, model_state: dict, module, path: Path, grown: int = 0) -> None:
+    """Same architecture: config keys first (clear names), then every tensor's name and shape
+    (`grown`: tokens appended to the checkpoint's vocabulary by this run)."""
     saved = (ckpt.get("hyper_parameters") or {}).get("model")
     if isinstance(saved, dict):
         now = dict(module.hparams.model)
         for key in sorted(set(saved) | set(now)):
+            if key == "vocab_size" and grown and saved.get(key) == now.get(key) - grown:
+                continue
             if key not in MODEL_KEYS_IGNORED and saved.get(key) != now.get(key):
                 raise ConfigError(f"{KEY}: the model differs from the checkpoint's: model.{key}={now.get(key)!r} "
                                   f"here, {saved.get(key)!r} in {path}; use the pre-training run's model settings")
@@ -90,9 +113,13 @@ def load_init_weights(path: str | Path, module, datamodule: BioDataModule) -> in
     path = Path(path)
     ckpt = load_checkpoint(path, KEY)
     model_state = checkpoint_weights(ckpt, path, KEY)
-    check_model(ckpt, model_state, module, path)
+    model_state, grown = grow_vocabulary(model_state, module, len(datamodule.tokenizer.extra))
+    check_model(ckpt, model_state, module, path, grown)
     check_data(ckpt, datamodule, path)
     module.model.load_state_dict(model_state, strict=True)
+    if grown:
+        print(f"vocabulary grown by {grown} token(s) {list(datamodule.tokenizer.extra)}: their embedding and "
+              "unembedding rows start at the mean of the trained rows", flush=True)
     step = ckpt.get("global_step")
     summary_path = path.parent.parent / "summary.json"
     if summary_path.is_file():

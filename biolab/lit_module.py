@@ -4,7 +4,8 @@ Training minimises the language-model loss on every token. The optimiser is Adam
 weight decay on matrices only (embeddings included; norm gains are not decayed), and the learning
 rate follows a cosine from `lr` to `min_lr` over `max_steps` with no warm-up (the paper's schedule),
 or stays at `lr` with ``schedule="constant"`` (fine-tuning, SPEC section 8; `min_lr` is then unused).
-`evaluate(batches, prefix)` computes the value-token metrics of biolab.metrics on fixed sequences;
+`evaluate(batches, prefix)` computes the value-token metrics of biolab.metrics on fixed sequences
+(with ``unknown_id``, the token of the "unknown" answer, also the unknown-answer rate);
 the Evaluator callback calls it on the evaluation schedule.
 
 Built by ``train(cfg)``; checkpoints hold plain containers only, so they load with weights_only=True.
@@ -35,7 +36,8 @@ SCHEDULES = ("cosine", "constant")
 class BioLitModule(L.LightningModule):
     def __init__(self, model: dict, lr: float = 4e-4, min_lr: float = 1e-7, betas: tuple = (0.9, 0.95),
                  weight_decay: float = 0.1, max_steps: int = 16_000, compile: bool = False,
-                 attributes: tuple = (), schedule: str = "cosine", compile_options: dict | None = None):
+                 attributes: tuple = (), schedule: str = "cosine", compile_options: dict | None = None,
+                 unknown_id: int | None = None):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"module.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
@@ -76,7 +78,8 @@ class BioLitModule(L.LightningModule):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = self(batch["input_ids"])
-            sums = accumulate(sums, value_stats(logits, batch["targets"], batch["value_attr"], len(self.attributes)))
+            sums = accumulate(sums, value_stats(logits, batch["targets"], batch["value_attr"], len(self.attributes),
+                                                self.hparams.get("unknown_id")))
         self.train(was_training)
         return finalize(sums, self.attributes, prefix)
 

@@ -3,7 +3,9 @@
 - attribute loss: cross-entropy summed over the tokens of one value (nats per attribute),
   averaged over values and sequences;
 - attribute accuracy: a value counts only if every one of its tokens is the argmax (teacher-forced);
-- confidence on value tokens: mean max-probability and mean entropy (nats) of the prediction.
+- confidence on value tokens: mean max-probability and mean entropy (nats) of the prediction;
+- with the "unknown" answer (data.unknown_answer): the share of values whose first token's argmax is
+  the UNKNOWN token (``unknown_rate``: how often the model says it does not know).
 
 `value_stats` works on one batch and returns sums, so batches can be accumulated exactly;
 `finalize` turns the sums into the logged means, overall and per attribute.
@@ -18,14 +20,15 @@ from biolab.data.biographies import IGNORE_INDEX
 
 
 def value_stats(logits: torch.Tensor, targets: torch.Tensor, value_attr: torch.Tensor,
-                n_attributes: int) -> dict[str, torch.Tensor]:
+                n_attributes: int, unknown_id: int | None = None) -> dict[str, torch.Tensor]:
     """Per-attribute sums for one batch.
 
     logits [batch, pos, vocab], targets [batch, pos], value_attr [batch, pos] (-1 off values).
     Returns tensors of shape [attrs]: loss_sum, correct, count (values), token_count,
     max_prob_sum, entropy_sum (the last three over value tokens), and the scalar sums of the
     language-model objective over all tokens (lm_loss_sum, lm_tokens). Only value positions go
-    through the full softmax statistics, which keeps evaluation cheap.
+    through the full softmax statistics, which keeps evaluation cheap. With `unknown_id`, also
+    unknown_sum [attrs]: values whose first token's argmax is that token.
     """
     batch = logits.shape[0]
     lm_loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
@@ -51,7 +54,7 @@ def value_stats(logits: torch.Tensor, targets: torch.Tensor, value_attr: torch.T
     tokens_per_value = per_value(torch.ones_like(nll))
     present = tokens_per_value > 0
     correct = (per_value(wrong) == 0) & present
-    return {
+    out = {
         "loss_sum": per_value(nll).sum(0),
         "correct": correct.sum(0).float(),
         "count": present.sum(0).float(),
@@ -61,6 +64,12 @@ def value_stats(logits: torch.Tensor, targets: torch.Tensor, value_attr: torch.T
         "lm_loss_sum": lm_loss_sum,
         "lm_tokens": (targets != IGNORE_INDEX).sum().float(),
     }
+    if unknown_id is not None:
+        previous = torch.cat([torch.full_like(value_attr[:, :1], -1), value_attr[:, :-1]], dim=1)
+        first = (previous != value_attr)[is_value]                          # [value_tokens] a value's first token
+        says_unknown = (value_logits.argmax(-1) == unknown_id) & first
+        out["unknown_sum"] = per_attr(says_unknown.float())
+    return out
 
 
 def accumulate(total: dict[str, torch.Tensor] | None, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -79,6 +88,8 @@ def finalize(sums: dict[str, torch.Tensor], attributes: tuple[str, ...], prefix:
         f"{prefix}/entropy": (sums["entropy_sum"].sum() / tokens.sum()).item(),
         f"{prefix}/lm_loss": (sums["lm_loss_sum"] / sums["lm_tokens"]).item(),
     }
+    if "unknown_sum" in sums:
+        out[f"{prefix}/unknown_rate"] = (sums["unknown_sum"].sum() / count.sum()).item()
     for i, attribute in enumerate(attributes):
         out[f"{prefix}/attr_loss/{attribute}"] = (sums["loss_sum"][i] / count[i]).item()
         out[f"{prefix}/attr_acc/{attribute}"] = (sums["correct"][i] / count[i]).item()

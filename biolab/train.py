@@ -133,7 +133,7 @@ def _build(cfg: DictConfig):
             raise ConfigError(f"model.max_seq_len={model_cfg.max_seq_len} is shorter than the longest biography "
                               f"of this data ({datamodule.max_input_length} tokens)")
         module = instantiate(cfg.module, model=asdict(model_cfg), max_steps=cfg.trainer.max_steps,
-                             attributes=list(datamodule.attributes), _convert_="all")
+                             attributes=list(datamodule.attributes), unknown_id=datamodule.unknown_id, _convert_="all")
         module.configure_optimizers()  # the optimiser's own checks, before any file is written
         metrics_file = str(Path(cfg.run_dir) / "metrics.csv")
         callbacks = [instantiate(cfg.callbacks.evaluator, metrics_file=metrics_file)]

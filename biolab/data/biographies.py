@@ -25,7 +25,7 @@ from biolab.data.padding import padded_length
 from biolab.data.pools import Pools
 from biolab.data.population import Population
 from biolab.data.templates import ATTRIBUTES, TEMPLATES
-from biolab.data.tokenizer import WordTokenizer
+from biolab.data.tokenizer import UNKNOWN, WordTokenizer
 
 IGNORE_INDEX = -100
 ROLE_OTHER, ROLE_TEXT, ROLE_NAME, ROLE_VALUE = 0, 1, 2, 3
@@ -43,6 +43,11 @@ class BiographyBuilder:
         # per attribute: 25 templates as (tokens before name, tokens between name and value, after value)
         self.template_parts = [[self._split_template(t) for t in TEMPLATES[a]] for a in self.attributes]
         self.value_ids = [self._value_tokens(pools, a) for a in self.attributes]
+        # the "unknown" answer (data.unknown_answer): the value index just past each pool renders UNKNOWN
+        self.unknown_index = [len(values) for values in self.value_ids]
+        if UNKNOWN in tokenizer.stoi:
+            for values in self.value_ids:
+                values.append([tokenizer.stoi[UNKNOWN]])
 
     def _split_template(self, template: str) -> tuple[list[int], list[int], list[int]]:
         before_name, rest = template.split("{name}")

@@ -14,6 +14,9 @@ Fine-tuning (SPEC section 8; docs/finetuning.md): with ``n_new_people=M`` the mo
 people (biolab.data.new_people), trains on the old people followed by the new ones with the replay
 mixture (each old person drawn ``replay_weight`` times as often as each new one; 0 = no replay)
 and adds the "new" evaluation set; the old sets ("val", ...) stay exactly those of pre-training.
+With ``unknown_answer=True`` (docs/unknown_answer.md) the vocabulary gains the UNKNOWN token (last id) and
+the new people are trained with every value replaced by it: a model taught to answer "unknown" about
+people it does not know, tested on the held-out "unseen" people (metric ``unseen/unknown_rate``).
 
 Knowledge overshadowing (SPEC section 9.1; docs/overshadowing.md): ``lookalikes`` (the group
 ``data/lookalikes``) makes the first people of the population into dominant/rare look-alike pairs
@@ -47,12 +50,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from biolab.data.biographies import BiographyBuilder
 from biolab.data.distributions import Mixture, Uniform
 from biolab.data.lookalikes import LookalikeSpec, add_lookalikes
-from biolab.data.new_people import concat_populations, make_new_population, population_fingerprint
+from biolab.data.new_people import answered_unknown, concat_populations, make_new_population, population_fingerprint
 from biolab.data.padding import padding_report, static_lengths
 from biolab.data.pools import POOL_DIR, load_pools
 from biolab.data.population import N_EVAL_TEMPLATES, N_TEMPLATES, Population, make_populations
 from biolab.data.templates import ATTRIBUTES
-from biolab.data.tokenizer import WordTokenizer
+from biolab.data.tokenizer import UNKNOWN, WordTokenizer
 from biolab.errors import ConfigError
 
 EVAL_SETS = ("val", "train_templates", "unseen")
@@ -133,7 +136,7 @@ class BioDataModule(L.LightningDataModule):
                  eval_batch_size: int = 256, num_workers: int = 0, distribution=None,
                  train_seed: int = 0, pool_dir: str | None = None, n_new_people: int = 0,
                  replay_weight: float = 0.0, new_eval_size: int | None = None, lookalikes=None,
-                 pad_to=None, device_batches: bool = False):
+                 pad_to=None, device_batches: bool = False, unknown_answer: bool = False):
         super().__init__()
         attributes = tuple(attributes)
         unknown = [a for a in attributes if a not in ATTRIBUTES]
@@ -178,7 +181,11 @@ class BioDataModule(L.LightningDataModule):
                 self.distribution.check(population_size + n_new_people, batch_size)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
-        self.tokenizer = WordTokenizer.from_pools(self.pools)
+        _check(isinstance(unknown_answer, bool), f"data.unknown_answer must be true or false, got {unknown_answer!r}")
+        _check(not unknown_answer or n_new_people > 0, "data.unknown_answer=true needs data.n_new_people > 0: the "
+               "new people are the ones taught to be answered <unknown> (docs/unknown_answer.md)")
+        self.unknown_answer = unknown_answer
+        self.tokenizer = WordTokenizer.from_pools(self.pools, extra=(UNKNOWN,) if unknown_answer else ())
         self.pad_lengths = static_lengths(pad_to, self.max_input_length)
         _check(isinstance(device_batches, bool), f"data.device_batches must be true or false, got {device_batches!r}")
         _check(not (device_batches and num_workers), "data.device_batches builds batches in the training process: "
@@ -224,6 +231,11 @@ class BioDataModule(L.LightningDataModule):
         return len(self.tokenizer)
 
     @property
+    def unknown_id(self) -> int | None:
+        """Token id of the "unknown" answer (data.unknown_answer), else None."""
+        return self.tokenizer.stoi.get(UNKNOWN)
+
+    @property
     def max_input_length(self) -> int:
         """The longest model input a biography of this data can be (tokens): model.max_seq_len must reach it."""
         return self._builder().max_length() - 1  # the model reads a sequence without its last token
@@ -253,6 +265,8 @@ class BioDataModule(L.LightningDataModule):
             self.train_population = self.seen
             if self.n_new_people:
                 self.new = make_new_population(self.pools, self.seen, self.unseen, self.n_new_people, self.seed)
+                if self.unknown_answer:  # taught to be answered <unknown>
+                    self.new = answered_unknown(self.new, self._builder())
                 self.train_population = concat_populations(self.seen, self.new)
             self.fingerprint = population_fingerprint(self.seen)
             self._builder()
@@ -305,7 +319,7 @@ class BioDataModule(L.LightningDataModule):
         info = {"population_size": self.population_size, "seed": self.seed, "n_unseen": self.n_unseen,
                 "attributes": list(self.attributes), "n_train_templates": self.n_train_templates,
                 "shuffle_sentences": self.shuffle_sentences, "n_new_people": self.n_new_people,
-                "replay_weight": self.replay_weight}
+                "replay_weight": self.replay_weight, "unknown_answer": self.unknown_answer}
         if self._ready:
             info["fingerprint"] = self.fingerprint  # of the old (seen) people
         return info

@@ -15,6 +15,9 @@ The fine-tuning stream trains on one population: the old people first, then the 
     new = make_new_population(load_pools(), seen, unseen, 128, seed=0)
     both = concat_populations(seen, new)     # 640 people, old first
     population_fingerprint(seen)             # hex digest: "are these the same people?"
+
+With ``unknown_answer`` (docs/unknown_answer.md) the new people are trained with every value replaced by
+the UNKNOWN token (``answered_unknown``): people the model must learn to answer "unknown" about.
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ def concat_populations(first: Population, second: Population) -> Population:
     """One population: the people of `first` (indices [0, len(first))), then those of `second`."""
     return Population(np.concatenate([first.names, second.names]), np.concatenate([first.values, second.values]),
                       np.concatenate([first.template_perm, second.template_perm]))
+
+
+def answered_unknown(population: Population, builder) -> Population:
+    """The same people with every value of the data's attributes replaced by the UNKNOWN answer (the index
+    just past each pool, which biolab.data.biographies.BiographyBuilder renders as the UNKNOWN token)."""
+    values = population.values.copy()                                     # [people, 6]
+    for a, column in enumerate(builder.attr_columns):
+        values[:, column] = builder.unknown_index[a]
+    return Population(population.names, values, population.template_perm)
 
 
 def population_fingerprint(population: Population) -> str:

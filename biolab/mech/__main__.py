@@ -5,6 +5,7 @@
     python -m biolab.mech export RUN_DIR [step=K] [out=DIR]   # a TransformerLens HookedTransformer
     python -m biolab.mech neurons RUN_DIR [key=value ...]    # hallucination neurons across training
     python -m biolab.mech entities RUN_DIR [key=value ...]   # known vs unknown people across training
+    python -m biolab.mech unknown RUN_DIR [key=value ...]    # an "unknown"-answer run steered with base latents
 
 Options are key=value pairs (values parsed as YAML: 5, 0.7, [0,100,200], final); each analysis's
 module docstring lists its keys (biolab/mech/circuits_study.py). Results go to RUN_DIR/mech/<analysis>/.
@@ -21,7 +22,7 @@ import yaml
 
 from biolab.errors import ConfigError
 
-USAGE = "usage: python -m biolab.mech {circuits,overshadowing,neurons,entities,export} RUN_DIR [key=value ...]"
+USAGE = "usage: python -m biolab.mech {circuits,overshadowing,neurons,entities,unknown,export} RUN_DIR [key=value ...]"
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -97,8 +98,23 @@ def _entities(run_dir: str, options: dict) -> None:
           f"{s['first_step_auroc_0.9']['step']}, plateau end {s['plateau_end_step']}, 1% accuracy {s['acc_1pct_step']}")
 
 
+def _unknown(run_dir: str, options: dict) -> None:
+    from biolab.mech.unknown_study import run_unknown
+
+    s = run_unknown(run_dir, **options)
+
+    def mean(entry):
+        return "n/a" if entry is None else f"{entry['mean']:+.3f}"
+    print(f"unknown-answer rate: known {s['unknown_rate_known']:.3f}, unseen {s['unknown_rate_unseen']:.3f}; unknown "
+          f"latent on known people {mean(s['unknown_answer_rate_change'])} (random latents "
+          f"{mean(s['unknown_answer_rate_change_random_latents'])}); known latent on unseen people "
+          f"{mean(s['known_latent_unseen_unknown_rate_change'])}; unknown direction ablated, unseen "
+          f"{mean(s['ablation_unseen_unknown_rate_change']['unknown_latent'])} (random directions "
+          f"{mean(s['ablation_unseen_unknown_rate_change']['random_directions'])})")
+
+
 COMMANDS = {"circuits": _circuits, "overshadowing": _overshadowing, "neurons": _neurons, "entities": _entities,
-            "export": _export}
+            "unknown": _unknown, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

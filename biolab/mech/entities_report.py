@@ -195,7 +195,7 @@ def write_report(results: dict[int, dict], run, out_dir: Path) -> dict:
             "steering": "changes are means over the steered prompts (both families) minus the unsteered model; "
                         "random_* are the means over the random latents / directions at the same alpha",
             "sae_layer": "the layer of the best 'unknown' latent (steered); sae.csv has every layer",
-            "unknown_answer_rate_change": "not measured: the fine-tuning preset with an unknown answer is not built yet",
+            "unknown_answer_rate_change": "measured on a fine-tuned model, not here: python -m biolab.mech unknown RUN_DIR (docs/unknown_answer.md)",
         },
         "per_step": rows,
     }

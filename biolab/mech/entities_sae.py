@@ -110,16 +110,18 @@ def _mean(x: torch.Tensor) -> float:
     return float(x.float().mean())
 
 
-def _random_directions(n: int, d: int, seed: int) -> torch.Tensor:
+def random_directions(n: int, d: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     directions = torch.randn(n, d, generator=g)
     return directions / directions.norm(dim=1, keepdim=True)
 
 
-def steering_analysis(model, dm, sets, latents: dict, residual_norm: list[float], options: dict) -> dict:
+def steering_analysis(model, dm, sets, latents: dict, residual_norm: list[float], options: dict,
+                      unknown_id: int | None = None) -> dict:
     """The unknown latent on known people (accuracy, answer probability, attention to the name) and the
     known latent on unseen people (max probability), each beside random latents of its layer and random
-    directions at the same alpha (rows per condition and alpha)."""
+    directions at the same alpha (rows per condition and alpha). With `unknown_id` (a model fine-tuned with
+    the "unknown" answer; `latents` may come from its base model) also the unknown-answer rate."""
     seed, n_controls = options["seed"], options["random_controls"]
     rng = np.random.default_rng([seed, 21])
     n = options["steer_people"]
@@ -132,15 +134,15 @@ def steering_analysis(model, dm, sets, latents: dict, residual_norm: list[float]
         directions = sae.decoder_directions                                                     # [d_sae, d]
         others = [j for j in range(sae.d_sae) if j != chosen["latent"]]
         random_latents = rng.choice(others, size=min(n_controls, len(others)), replace=False)
-        random_dirs = _random_directions(n_controls, directions.shape[1], seed + 1000 * layer)
-        base = steered_answers(model, prompts[people], layer, torch.zeros(directions.shape[1]))
+        random_dirs = random_directions(n_controls, directions.shape[1], seed + 1000 * layer)
+        base = steered_answers(model, prompts[people], layer, torch.zeros(directions.shape[1]), unknown_id)
         for alpha in options["alphas"]:
             size = alpha * residual_norm[layer]
             conditions = [("latent", [directions[chosen["latent"]]])]
             if alpha == options["headline_alpha"]:
                 conditions += [("random_latents", directions[random_latents]), ("random_directions", random_dirs)]
             for condition, vectors in conditions:
-                effects = [steered_answers(model, prompts[people], layer, size * v) for v in vectors]
+                effects = [steered_answers(model, prompts[people], layer, size * v, unknown_id) for v in vectors]
                 rows.append({"steered": kind, "people": people, "condition": condition, "layer": layer,
                              "latent": chosen["latent"] if condition == "latent" else None, "alpha": alpha,
                              "norm": size, "n_vectors": len(vectors), "n_prompts": len(prompts[people]),
@@ -155,11 +157,12 @@ def steering_analysis(model, dm, sets, latents: dict, residual_norm: list[float]
 
 
 def _changes(base: dict, effects: list[dict], n_boot: int = 0, seed: int = 0) -> dict:
-    """Mean over vectors of the change in accuracy, answer probability and max probability; their sd over
-    vectors, and for one vector a 95% bootstrap interval over prompts (people) of the paired change."""
-    out = {f"base_{key}": _mean(base[key]) for key in ("right", "answer_prob", "max_prob")}
+    """Mean over vectors of the change in accuracy, answer probability and max probability (and unknown-answer
+    rate, when measured); their sd over vectors, and for one vector a 95% bootstrap interval over prompts
+    (people) of the paired change."""
+    out = {f"base_{key}": _mean(base[key]) for key in base}
     rng = np.random.default_rng(seed)
-    for key in ("right", "answer_prob", "max_prob"):
+    for key in base:
         changes = [_mean(e[key]) - out[f"base_{key}"] for e in effects]
         out[f"{key}_change"] = float(np.mean(changes))
         out[f"{key}_change_sd"] = float(np.std(changes)) if len(changes) > 1 else None

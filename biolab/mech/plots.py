@@ -164,3 +164,42 @@ def plot_neuron_timeline(summary: dict, metrics: list[dict], path: str | Path, t
     mark_timeline(ax, summary)
     fig.suptitle(f"hallucination neurons over training\n{title}", fontsize=10)
     return save_figure(fig, path)
+
+
+def plot_unknown_answer(summary: dict, steering_rows: list[dict], ablation: list[dict], path: str | Path,
+                        title: str = "") -> Path:
+    """The "unknown" answer of a fine-tuned model (biolab.mech.unknown_study): the change in its unknown-answer
+    rate when steered with the base model's latents, against alpha, with the random controls at the headline
+    alpha; and the rate on unseen people with a direction ablated from the weights, against random directions."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax = axes[0]
+    for steered, people, color in (("unknown", "known", "tab:red"), ("known", "unseen", "tab:blue")):
+        rows = sorted((r for r in steering_rows if r["steered"] == steered and r["condition"] == "latent"),
+                      key=lambda r: r["alpha"])
+        ax.plot([r["alpha"] for r in rows], [r["unknown_change"] for r in rows], "o-", color=color,
+                label=f"{steered} latent on {people} people")
+        for condition, marker in (("random_latents", "s"), ("random_directions", "^")):
+            for r in steering_rows:
+                if r["steered"] == steered and r["condition"] == condition:
+                    ax.errorbar(r["alpha"], r["unknown_change"], yerr=r["unknown_change_sd"] or 0, fmt=marker,
+                                color=color, alpha=0.5, capsize=3,
+                                label=f"{condition.replace('_', ' ')} ({people}, mean +- sd)")
+    ax.axhline(0, color="k", linewidth=0.5)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("alpha (x residual norm at the last name token)")
+    ax.set_ylabel("change in the unknown-answer rate")
+    ax.set_title(f"steering with the base model's latents (clean rate: known "
+                 f"{summary['unknown_rate_known']:.2f}, unseen {summary['unknown_rate_unseen']:.2f})")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    names = [r["direction"] for r in ablation]
+    rates = [r["unseen_unknown_rate"] for r in ablation]
+    errors = [r.get("unseen_unknown_rate_change_sd") or 0 for r in ablation]
+    ax.bar(range(len(names)), rates, yerr=errors, capsize=4,
+           color=["grey"] + ["tab:red"] * (len(names) - 2) + ["lightgrey"])
+    ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
+    ax.set_ylabel("unknown-answer rate on unseen people")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("direction ablated from every residual-stream write")
+    fig.suptitle(f"the \"unknown\" answer: base model's latents on the fine-tuned model\n{title}", fontsize=10)
+    return save_figure(fig, path)

@@ -36,15 +36,20 @@ def steering(model, layer: int, positions: torch.Tensor, vector: torch.Tensor):
         yield model
 
 
-def steered_answers(model, prompts: PromptSet, layer: int, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+def steered_answers(model, prompts: PromptSet, layer: int, vector: torch.Tensor,
+                    unknown_id: int | None = None) -> dict[str, torch.Tensor]:
     """[n] each: whether the whole value is the argmax (teacher-forced), the probability of its first token,
-    and the largest next-token probability at the answer position (the model's confidence)."""
+    and the largest next-token probability at the answer position (the model's confidence); with
+    `unknown_id` (a model fine-tuned with the "unknown" answer) also whether the answer is that token."""
     n = len(prompts)
     with steering(model, layer, prompts.name_pos[:, 2], vector):
         right = prompt_correct(model, prompts, batch_size=n)
         logits = answer_logits(model, prompts, batch_size=n)                  # [n, vocab]
-    return {"right": right.float(), "answer_prob": first_token_prob(logits, prompts).cpu(),
-            "max_prob": logits.softmax(-1).max(-1).values.cpu()}
+    out = {"right": right.float(), "answer_prob": first_token_prob(logits, prompts).cpu(),
+           "max_prob": logits.softmax(-1).max(-1).values.cpu()}
+    if unknown_id is not None:
+        out["unknown"] = (logits.argmax(-1) == unknown_id).float().cpu()
+    return out
 
 
 def name_attention(model, prompts: PromptSet) -> torch.Tensor:
