@@ -30,7 +30,8 @@ RESUME_FREE_KEYS = {"run_dir"} | {
 # keys added after runs were started: absent from a saved config.yaml and at this value now, they are no change
 ADDED_KEY_DEFAULTS = {"init_from": None, "data.n_new_people": 0, "data.replay_weight": 0.0,
                       "data.new_eval_size": None, "module.schedule": "cosine", "data.pad_to": None,
-                      "data.device_batches": False, "module.compile_options": None, "data.unknown_answer": False}
+                      "data.device_batches": False, "module.compile_options": None, "data.unknown_answer": False,
+                      "data.test_eval_size": 0}
 # what a checkpoint without a config record says about its run: module hyper-parameters, data settings
 MODULE_KEYS = ("lr", "min_lr", "betas", "weight_decay", "max_steps", "schedule")
 DATA_KEYS = ("population_size", "seed", "n_unseen", "attributes", "n_train_templates", "shuffle_sentences",

@@ -200,3 +200,28 @@ def test_each_rank_gets_its_own_reproducible_share_of_the_batch():
     assert not torch.equal(rank0(3)["input_ids"][:, :10], rank1(3)["input_ids"][:, :10])
     assert torch.equal(rank1(3)["input_ids"], replace(rank1)(3)["input_ids"])
     assert rank0(3)["input_ids"].shape[0] == 4
+
+
+def test_the_held_out_test_set_has_other_people_than_val_and_leaves_the_other_sets_alone():
+    plain, with_test = small_dm(), small_dm(test_eval_size=24)
+    assert "test" not in plain.eval_batches and "test" in with_test.eval_batches
+    for name in plain.eval_batches:  # adding the test set changes no other set
+        for a, b in zip(plain.eval_batches[name], with_test.eval_batches[name]):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sum(len(b["input_ids"]) for b in with_test.eval_batches["test"]) == 24
+    val_people = set(np.random.default_rng([1, 1001]).integers(0, 64, size=32).tolist())  # small_dm: seed 1
+    test_people = with_test._eval_people(np.random.default_rng([1, 1005]), "test", 24, 64)
+    assert len(test_people) == 24 and not set(test_people.tolist()) & val_people
+    # the sequences hold exactly those people's names
+    names = {tuple(with_test.builder.name_ids(with_test.seen, p)) for p in test_people}
+    for batch in with_test.eval_batches["test"]:
+        for seq in batch["input_ids"].tolist():
+            assert any(any(tuple(seq[i:i + 3]) == name for i in range(len(seq) - 2)) for name in names)
+    again = small_dm(test_eval_size=24)
+    for a, b in zip(with_test.eval_batches["test"], again.eval_batches["test"]):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_test_set_with_no_one_left_outside_val_is_refused():
+    with pytest.raises(ConfigError, match="data.test_eval_size"):
+        small_dm(population_size=8, eval_size=400, test_eval_size=4)

@@ -7,6 +7,7 @@
     python -m biolab.analysis hallucination runs/quickstart            # = python -m biolab.analysis.hallucination
     python -m biolab.analysis curricula multiruns/curricula_cpu        # = python -m biolab.analysis.curricula
     python -m biolab.analysis overshadowing multiruns/overshadowing_sweep_cpu   # RO per P across runs
+    python -m biolab.analysis seeds multiruns/finetune_seeds_cpu --reference ...  # settings over seeds
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _table(sweep_dir: Path) -> None:
 
 COMMANDS = {"table": _table}
 # studies whose module has its own command line: the remaining arguments are passed on
-DELEGATED = ("population", "patching", "finetune", "hallucination", "curricula", "overshadowing")
+DELEGATED = ("population", "patching", "finetune", "hallucination", "curricula", "overshadowing", "seeds")
 
 
 def main(argv: list[str] | None = None) -> int:

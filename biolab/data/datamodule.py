@@ -9,6 +9,8 @@ from the population seed (the same for every training seed):
     train_templates seen people, training templates                         -> train_templates/...
     unseen          held-out people (never trained on)                        -> unseen/...
     new             fine-tuning only: new people, evaluation templates       -> new/...
+    test            optional (test_eval_size > 0): seen people outside the val set's sample, evaluation
+                    templates: a held-out set for reporting settings chosen on val -> test/...
 
 Fine-tuning (SPEC section 8; docs/finetuning.md): with ``n_new_people=M`` the module adds M new
 people (biolab.data.new_people), trains on the old people followed by the new ones with the replay
@@ -61,6 +63,8 @@ from biolab.errors import ConfigError
 EVAL_SETS = ("val", "train_templates", "unseen")
 NEW_SET = "new"          # fine-tuning: new people, evaluation templates
 NEW_SET_STREAM = 4       # its random stream (EVAL_SETS use 1-3, the attention set 1000)
+TEST_SET = "test"        # held-out reporting set: seen people not in the val sample, evaluation templates
+TEST_SET_STREAM = 5
 
 
 def _check(condition: bool, message: str) -> None:
@@ -136,7 +140,8 @@ class BioDataModule(L.LightningDataModule):
                  eval_batch_size: int = 256, num_workers: int = 0, distribution=None,
                  train_seed: int = 0, pool_dir: str | None = None, n_new_people: int = 0,
                  replay_weight: float = 0.0, new_eval_size: int | None = None, lookalikes=None,
-                 pad_to=None, device_batches: bool = False, unknown_answer: bool = False):
+                 pad_to=None, device_batches: bool = False, unknown_answer: bool = False,
+                 test_eval_size: int = 0):
         super().__init__()
         attributes = tuple(attributes)
         unknown = [a for a in attributes if a not in ATTRIBUTES]
@@ -147,7 +152,8 @@ class BioDataModule(L.LightningDataModule):
                            ("eval_size", eval_size), ("eval_batch_size", eval_batch_size)):
             _check(isinstance(value, int) and value > 0, f"data.{key} must be a positive integer, got {value!r}")
         for key, value in (("n_unseen", n_unseen), ("train_template_eval_size", train_template_eval_size),
-                           ("unseen_eval_size", unseen_eval_size), ("num_workers", num_workers)):
+                           ("unseen_eval_size", unseen_eval_size), ("num_workers", num_workers),
+                           ("test_eval_size", test_eval_size)):
             _check(isinstance(value, int) and value >= 0, f"data.{key} must be an integer >= 0, got {value!r}")
         max_train = N_TEMPLATES - N_EVAL_TEMPLATES
         _check(isinstance(n_train_templates, int) and 1 <= n_train_templates <= max_train,
@@ -166,8 +172,12 @@ class BioDataModule(L.LightningDataModule):
         self.attributes, self.n_train_templates = attributes, n_train_templates
         self.shuffle_sentences, self.batch_size, self.num_workers = shuffle_sentences, batch_size, num_workers
         self.eval_sizes = {"val": eval_size, "train_templates": train_template_eval_size,
-                           "unseen": unseen_eval_size, NEW_SET: new_eval_size if n_new_people else 0}
+                           "unseen": unseen_eval_size, NEW_SET: new_eval_size if n_new_people else 0,
+                           TEST_SET: test_eval_size}
         self.eval_batch_size, self.train_seed = eval_batch_size, train_seed
+        _check(not test_eval_size or len(self._outside_val(population_size)) > 0,
+               f"data.test_eval_size: the val set's {eval_size} draws cover all {population_size} seen people; "
+               "no one is left for a held-out test set (lower data.eval_size)")
         self.n_new_people, self.replay_weight = n_new_people, float(replay_weight)
         self.distribution = distribution if distribution is not None else Uniform()
         self.lookalike_spec = self._check_lookalikes(lookalikes, population_size, n_new_people, distribution)
@@ -270,7 +280,7 @@ class BioDataModule(L.LightningDataModule):
                 self.train_population = concat_populations(self.seen, self.new)
             self.fingerprint = population_fingerprint(self.seen)
             self._builder()
-            self.eval_batches = {name: self._make_eval_set(name) for name in (*EVAL_SETS, NEW_SET)
+            self.eval_batches = {name: self._make_eval_set(name) for name in (*EVAL_SETS, NEW_SET, TEST_SET)
                                  if self.eval_sizes[name]}
             self._ready = True
         self.train_batches = TrainBatches(
@@ -293,14 +303,13 @@ class BioDataModule(L.LightningDataModule):
 
     def fixed_batches(self, name: str, n: int, with_roles: bool = False,
                       pad: bool = False) -> list[dict[str, torch.Tensor]]:
-        """n fixed sequences of set `name` (EVAL_SETS, "new": new people, or "attention": seen people, training
-        templates), drawn uniformly over the population from the population seed, in batches of eval_batch_size;
-        with `pad`, padded to the static lengths of data.pad_to (if any)."""
-        stream = EVAL_SETS.index(name) + 1 if name in EVAL_SETS else NEW_SET_STREAM if name == NEW_SET else 1000
-        rng = np.random.default_rng([self.seed, 1000 + stream])  # fixed by the population seed
+        """n fixed sequences of set `name` (EVAL_SETS, "new": new people, "test": seen people outside the val
+        sample, or "attention": seen people, training templates), drawn uniformly over the population from the
+        population seed, in batches of eval_batch_size; with `pad`, padded to the static lengths of data.pad_to."""
+        rng = np.random.default_rng([self.seed, 1000 + self._stream(name)])  # fixed by the population seed
         population = {"unseen": self.unseen, NEW_SET: getattr(self, "new", None)}.get(name, self.seen)
         n_attr = len(self.attributes)
-        people = rng.integers(0, len(population), size=n)  # uniform over the whole population
+        people = self._eval_people(rng, name, n, len(population))
         if name in ("train_templates", "attention"):
             slots = rng.integers(0, self.n_train_templates, size=(n, n_attr))
         else:
@@ -311,6 +320,24 @@ class BioDataModule(L.LightningDataModule):
         size = self.eval_batch_size
         lengths = self.pad_lengths if pad else ()
         return [self.builder.collate(sequences[i:i + size], lengths) for i in range(0, n, size)]
+
+    @staticmethod
+    def _stream(name: str) -> int:
+        return {NEW_SET: NEW_SET_STREAM, TEST_SET: TEST_SET_STREAM}.get(
+            name, EVAL_SETS.index(name) + 1 if name in EVAL_SETS else 1000)
+
+    def _eval_people(self, rng: np.random.Generator, name: str, n: int, size: int) -> np.ndarray:
+        """[n] people of an evaluation set: uniform over the population; for "test", over the seen people
+        that the val set's sample does not hold (with replacement only if fewer than n remain)."""
+        if name != TEST_SET:
+            return rng.integers(0, size, size=n)
+        others = self._outside_val(size)
+        return rng.choice(others, size=n, replace=len(others) < n)
+
+    def _outside_val(self, size: int) -> np.ndarray:
+        """The seen people (of `size`) that the val set's sample does not hold."""
+        val_rng = np.random.default_rng([self.seed, 1000 + self._stream("val")])
+        return np.setdiff1d(np.arange(size), val_rng.integers(0, size, size=self.eval_sizes["val"]))
 
     # ---- identity of the data, saved in checkpoints ------------------------------------------
     def state_dict(self) -> dict:
