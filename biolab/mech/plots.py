@@ -178,18 +178,18 @@ def plot_unknown_answer(summary: dict, steering_rows: list[dict], ablation: list
                       key=lambda r: r["alpha"])
         ax.plot([r["alpha"] for r in rows], [r["unknown_change"] for r in rows], "o-", color=color,
                 label=f"{steered} latent on {people} people")
-        for condition, marker in (("random_latents", "s"), ("random_directions", "^")):
-            for r in steering_rows:
+        for condition, marker, shift in (("random_latents", "s", 0.92), ("random_directions", "^", 1.08)):
+            for r in steering_rows:  # beside the latent's point at the same alpha (shifted to stay readable)
                 if r["steered"] == steered and r["condition"] == condition:
-                    ax.errorbar(r["alpha"], r["unknown_change"], yerr=r["unknown_change_sd"] or 0, fmt=marker,
+                    ax.errorbar(r["alpha"] * shift, r["unknown_change"], yerr=r["unknown_change_sd"] or 0, fmt=marker,
                                 color=color, alpha=0.5, capsize=3,
                                 label=f"{condition.replace('_', ' ')} ({people}, mean +- sd)")
     ax.axhline(0, color="k", linewidth=0.5)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("alpha (x residual norm at the last name token)")
     ax.set_ylabel("change in the unknown-answer rate")
-    ax.set_title(f"steering with the base model's latents (clean rate: known "
-                 f"{summary['unknown_rate_known']:.2f}, unseen {summary['unknown_rate_unseen']:.2f})")
+    ax.set_title(f"steering with the base model's latents\n(unknown-answer rate unsteered: known "
+                 f"{summary['unknown_rate_known']:.2f}, unseen {summary['unknown_rate_unseen']:.2f})", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[1]
     names = [r["direction"] for r in ablation]
@@ -197,9 +197,12 @@ def plot_unknown_answer(summary: dict, steering_rows: list[dict], ablation: list
     errors = [r.get("unseen_unknown_rate_change_sd") or 0 for r in ablation]
     ax.bar(range(len(names)), rates, yerr=errors, capsize=4,
            color=["grey"] + ["tab:red"] * (len(names) - 2) + ["lightgrey"])
+    for i, r in enumerate(ablation):  # what the ablation costs on known people
+        ax.text(i, rates[i] + errors[i] + 0.02, f"known acc.\n{r['known_accuracy']:.2f}", ha="center", fontsize=7)
     ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
     ax.set_ylabel("unknown-answer rate on unseen people")
     ax.set_ylim(0, 1.02)
-    ax.set_title("direction ablated from every residual-stream write")
+    ax.set_title("direction ablated from every residual-stream write\n(bars: mean +- sd over random directions)",
+                 fontsize=9)
     fig.suptitle(f"the \"unknown\" answer: base model's latents on the fine-tuned model\n{title}", fontsize=10)
     return save_figure(fig, path)
