@@ -507,3 +507,42 @@ def test_committed_run_milestones_are_its_metrics(run):
         assert summary[key] == phases[key], f"{run}: {key} {summary[key]} in summary.json, {phases[key]} from metrics.csv"
     for key in ("plateau_end_interpolated", "plateau_length"):
         assert summary[key] == pytest.approx(phases[key]), f"{run}: {key}"
+
+
+# ---------- docs/mech/entities/README.md: the "unknown" answer (unknown_seed{0,1}/) ----------
+
+def test_unknown_answer_table_is_its_files():
+    doc = DOCS / "mech" / "entities" / "README.md"
+    accuracies = []
+    for column, seed in ((1, 0), (2, 1)):
+        folder = DOCS / "mech" / "entities" / f"unknown_seed{seed}"
+        s = load_json(folder / "summary.json")
+        metrics = csv_rows(folder / "finetune_run" / "metrics.csv")
+        first, last = metrics[0], metrics[-1]
+        check(row(doc, "`<unknown>` rate in evaluation biographies")[column],
+              [float(last["new/unknown_rate"]), float(last["val/unknown_rate"]), float(last["unseen/unknown_rate"])])
+        check(row(doc, "seen people's accuracy before / after")[column],
+              [float(first["val/attr_acc"]), float(last["val/attr_acc"])])
+        check(row(doc, "`<unknown>` rate on one-sentence prompts")[column],
+              [s["unknown_rate_known"], s["unknown_rate_unseen"]])
+        for label, key, controls_label in (
+                ("unknown latent (base model, layer 1)", "unknown_answer_rate_change", "controls on known people"),
+                ("known latent (base model) on unseen people", "known_latent_unseen_unknown_rate_change",
+                 "controls on unseen people")):
+            change = s[key]
+            check(row(doc, label)[column], [change["mean"], *change["ci"]])
+            check(row(doc, controls_label)[column],
+                  [s[f"{key}_random_latents"]["mean"], s[f"{key}_random_directions"]["mean"]])
+        check(row(doc, "\"unknown\" answer rate change, unknown latent")[column],
+              [s["unknown_answer_rate_change"]["mean"]])
+        ablation, accuracy = s["ablation_unseen_unknown_rate_change"], s["ablation_known_accuracy"]
+        check(row(doc, "unknown latent's direction ablated")[column],
+              [ablation["unknown_latent"]["mean"], accuracy["unknown_latent"]])
+        check(row(doc, "difference of means (unseen minus known")[column],
+              [ablation["difference_of_means"]["mean"], accuracy["difference_of_means"]])
+        check(row(doc, "10 random directions ablated")[column],
+              [ablation["random_directions"]["mean"], ablation["random_directions"]["sd"],
+               accuracy["random_directions"]])
+        accuracies.append(s["accuracy_known"])
+    check(prose(doc, r"Without ablation the known people's accuracy on these prompts is [\d.]+ / [\d.]+"),
+          accuracies)
