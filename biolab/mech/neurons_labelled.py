@@ -191,9 +191,9 @@ def intervene(model, items: Items, h: list[int], options: dict) -> dict:
     return {"alphas": list(options["alphas"]), "n_items": {"seen": len(seen), "unseen": len(unseen)}, "measures": out}
 
 
-def analyse_labelled(model, items: Items, options: dict, required: bool) -> dict:
-    """Labels by sampling, the probes under both labellings, their tests and the intervention. required: too few
-    items per class is a ConfigError (the main checkpoint) rather than a result without a probe (the final one)."""
+def label_and_select(model, items: Items, options: dict, required: bool) -> tuple[dict, np.ndarray, str | None]:
+    """Labels by sampling and the balanced rows: (JSON-able result, [n_seen] classes, a "too few items" message or
+    None). required: too few items per class is a ConfigError rather than a message."""
     n_right_seen = label_items(model, items.seen, options["n_samples"], options["seed"]).numpy()
     n_right_unseen = label_items(model, items.unseen, options["n_samples"], options["seed"] + 1).numpy()
     label_seen, label_unseen = classes(n_right_seen, options["n_samples"]), classes(n_right_unseen, options["n_samples"])
@@ -204,12 +204,22 @@ def analyse_labelled(model, items: Items, options: dict, required: bool) -> dict
               "seen_accuracy_sampled": float((n_right_seen / options["n_samples"]).mean()),
               "n_right_seen": n_right_seen.tolist(), "n_right_unseen": n_right_unseen.tolist(), "rows": rows}
     too_few = [name for name in SPLITS if len(rows[name]) // 2 < options["min_per_class"]]
+    message = None
     if too_few:
         message = (f"too few items per class at this snapshot: {', '.join(f'{n} {len(rows[n]) // 2}' for n in too_few)} "
                    f"per class (min_per_class={options['min_per_class']})")
         if required:
             raise ConfigError(message + "; pass more people, another main_step or a smaller min_per_class")
-        return {**result, "skipped": message, "probe": None}
+    return result, label_seen, message
+
+
+def analyse_labelled(model, items: Items, options: dict, required: bool) -> dict:
+    """Labels by sampling, the probes under both labellings, their tests and the intervention. required: too few
+    items per class is a ConfigError (the main checkpoint) rather than a result without a probe (the final one)."""
+    result, label_seen, too_few = label_and_select(model, items, options, required)
+    if too_few:
+        return {**result, "skipped": too_few, "probe": None}
+    rows = result["rows"]
     answer, confidence = datasets(model, items, rows, label_seen)
     main = fit_and_test(model, items, answer, confidence, options, options["labelling"])
     other = "1-vs-1" if options["labelling"] == "3-vs-1" else "3-vs-1"
