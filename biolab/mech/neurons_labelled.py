@@ -228,6 +228,17 @@ def analyse_labelled(model, items: Items, options: dict, required: bool) -> dict
     return result
 
 
+def attribute_baseline_auroc(items: Items, result: dict, options: dict) -> float | None:
+    """AUROC on held-out people of an L2 logistic probe on the question's attribute alone (one-hot), fitted on the
+    training items: how much of the separation the attribute explains (labels are not balanced within attribute)."""
+    label = classes(np.asarray(result["n_right_seen"]), options["n_samples"])
+    onehot = np.eye(len(items.dm.attributes))[items.seen.attribute.numpy()]         # [n_seen, attributes]
+    people = items.seen.person.numpy()
+    train, test = (Data(onehot[rows], label[rows], people[rows]) for rows in (np.asarray(result["rows"][name], dtype=int)
+                                                                            for name in ("train", "test")))
+    return refit_auroc(train, test, np.arange(onehot.shape[1])) if len(test.y) else None
+
+
 def analyse_transfer(model, items: Items, main: dict, options: dict) -> dict:
     """At another snapshot, on the main checkpoint's items and labels: the main probe applied (its AUROCs) and a probe
     fitted at this snapshot (its AUROCs, H-neuron count and overlap with the main H-neurons)."""

@@ -31,7 +31,7 @@ from biolab.history import history_column
 from biolab.io import write_csv, write_json
 from biolab.mech.track import finite_json, onset, requested_steps, track
 from biolab.mech.neuron_scaling import ALPHAS
-from biolab.mech.neurons_labelled import analyse_labelled, analyse_transfer, build_items
+from biolab.mech.neurons_labelled import analyse_labelled, analyse_transfer, attribute_baseline_auroc, build_items
 from biolab.runs import load_run
 
 DEFAULTS = {"people": "all", "unseen_people": 128, "n_samples": 10, "seed": 0, "main_step": "auto",
@@ -116,6 +116,9 @@ def run_neurons(run_dir: str | Path, log=print, **options) -> dict:
     labelled = track(run, out_dir / "labelled", lambda model, step: analyse_labelled(model, items, options,
                                                                                       required=step == main_step),
                      labelled_steps, saved, log)
+    for result in labelled.values():       # cheap, from the saved labels: recomputed on every run
+        if result.get("probe") is not None:
+            result["attribute_baseline_auroc"] = attribute_baseline_auroc(items, result, options)
     main = labelled[main_step]
     origin = None
     if tuned is not None:
@@ -127,6 +130,10 @@ def run_neurons(run_dir: str | Path, log=print, **options) -> dict:
     timeline = track(run, out_dir / "timeline", lambda model, step: analyse_transfer(model, items, main, options),
                      steps, saved, log)
     summary = summarise(labelled, timeline, main_step, run, origin)
+    if origin is not None:
+        log(f"origin: fine-tuned probe on the base AUROC {summary['origin_transfer_auroc']} (base's own "
+            f"{summary['origin_base_auroc']}); H-neuron drift rank {summary['h_neuron_drift_rank_percentile']} "
+            f"(random sets {summary['random_sets_drift_rank_percentile']['mean']})")
     write_csv(out_dir / "table.csv", summary["per_step"])
     write_json(out_dir / "summary.json", summary)
     from biolab.mech.plots import plot_neuron_timeline
@@ -170,6 +177,7 @@ def headline(result: dict) -> dict:
                                   "sd": float(np.std(randoms)) if randoms else None, "n": len(randoms)},
             "auroc_confidence_baseline": result["confidence_baseline_auroc"]["heldout_people"],
             "auroc_confidence_baseline_unseen": result["confidence_baseline_auroc"]["unseen"],
+            "auroc_attribute_baseline": result.get("attribute_baseline_auroc"),
             "other_labelling": {"labelling": result["other_labelling"]["labelling"],
                                 "n_h_neurons": result["other_labelling"]["n_h_neurons"],
                                 "auroc_heldout_people": result["other_labelling"]["tests"]["heldout_people"]["auroc"],
@@ -225,6 +233,8 @@ def summarise(labelled: dict, timeline: dict, main_step: int, run, origin: dict 
                                     "features of the main items, reaches AUROC >= 0.7 on held-out people against "
                                     "the main checkpoint's labels (interval: previous snapshot, step]",
             "per_mille": "H-neurons (positive probe weights) per 1,000 MLP neurons",
+            "auroc_attribute_baseline": "AUROC on held-out people of a logistic probe on the question's attribute "
+                                        "alone (one-hot): the part of the separation the attribute explains",
             "origin_transfer_auroc": "AUROC on held-out people of the final snapshot (base) of the probe fitted on the "
                                      "fine-tuned model (origin_base_auroc: the base's own probe, same items)",
             "h_neuron_drift_rank_percentile": "mean normalised drift rank of the fine-tuned probe's H-neurons (1 = "
