@@ -239,6 +239,15 @@ def attribute_baseline_auroc(items: Items, result: dict, options: dict) -> float
     return refit_auroc(train, test, np.arange(onehot.shape[1])) if len(test.y) else None
 
 
+def class_counts_by_attribute(items: Items, result: dict, options: dict) -> dict:
+    """{attribute: {hallucinated, faithful, mixed}} over all seen items, from the saved labels."""
+    label = classes(np.asarray(result["n_right_seen"]), options["n_samples"])
+    attribute = items.seen.attribute.numpy()
+    return {name: {group: int(((attribute == k) & (label == c)).sum())
+                   for group, c in (("hallucinated", 1), ("faithful", 0), ("mixed", -1))}
+            for k, name in enumerate(items.dm.attributes)}
+
+
 def analyse_transfer(model, items: Items, main: dict, options: dict) -> dict:
     """At another snapshot, on the main checkpoint's items and labels: the main probe applied (its AUROCs) and a probe
     fitted at this snapshot (its AUROCs, H-neuron count and overlap with the main H-neurons)."""

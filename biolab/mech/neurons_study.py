@@ -31,7 +31,8 @@ from biolab.history import history_column
 from biolab.io import write_csv, write_json
 from biolab.mech.track import finite_json, onset, requested_steps, track
 from biolab.mech.neuron_scaling import ALPHAS
-from biolab.mech.neurons_labelled import analyse_labelled, analyse_transfer, attribute_baseline_auroc, build_items
+from biolab.mech.neurons_labelled import (analyse_labelled, analyse_transfer, attribute_baseline_auroc, build_items,
+                                          class_counts_by_attribute)
 from biolab.runs import load_run
 
 DEFAULTS = {"people": "all", "unseen_people": 128, "n_samples": 10, "seed": 0, "main_step": "auto",
@@ -117,6 +118,7 @@ def run_neurons(run_dir: str | Path, log=print, **options) -> dict:
                                                                                       required=step == main_step),
                      labelled_steps, saved, log)
     for result in labelled.values():       # cheap, from the saved labels: recomputed on every run
+        result["class_counts_by_attribute"] = class_counts_by_attribute(items, result, options)
         if result.get("probe") is not None:
             result["attribute_baseline_auroc"] = attribute_baseline_auroc(items, result, options)
     main = labelled[main_step]
@@ -158,13 +160,15 @@ def step_row(result: dict, metrics: list[dict]) -> dict:
 def headline(result: dict) -> dict:
     """The numbers of one labelled checkpoint that the issue asks for."""
     if result.get("probe") is None:
-        return {"skipped": result.get("skipped"), "class_counts": result["class_counts"]}
+        return {"skipped": result.get("skipped"), "class_counts": result["class_counts"],
+                "class_counts_by_attribute": result.get("class_counts_by_attribute")}
     tests, randoms = result["tests"], [a for a in result["random_set_aurocs"] if a is not None]
     intervention = (result.get("intervention") or {}).get("measures", {})
     n_total = result["n_neurons_total"]
     return {"n_neurons_total": n_total, "n_h_neurons": result["n_h_neurons"],
             "per_mille": 1000 * result["n_h_neurons"] / n_total, "n_nonzero_weights": result["n_nonzero"],
-            "class_counts": result["class_counts"], "balanced_items": result["balanced_items"],
+            "class_counts": result["class_counts"], "class_counts_by_attribute": result.get("class_counts_by_attribute"),
+            "balanced_items": result["balanced_items"],
             "seen_accuracy_sampled": result["seen_accuracy_sampled"],
             "auroc_heldout_people": tests["heldout_people"]["auroc"],
             "auroc_heldout_people_interval": tests["heldout_people"].get("auroc_interval"),
