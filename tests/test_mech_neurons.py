@@ -172,3 +172,23 @@ def test_bad_input_is_one_line_and_exit_code_2(tiny_run, tmp_path, capsys, args,
     assert mech_main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_attribute_baseline_sees_labels_that_follow_the_attribute():
+    from biolab.mech.neurons_labelled import attribute_baseline_auroc, build_items, class_counts_by_attribute, select_rows
+
+    dm = small_dm()
+    items = build_items(dm, None, 8, ["university", "employer"], 0)
+    attribute = items.seen.attribute.numpy()
+
+    def baseline(n_right):
+        label = classes(n_right, 10)
+        result = {"n_right_seen": n_right.tolist(), "rows": select_rows(label, np.ones(len(items.unseen), int), items, 0)}
+        return attribute_baseline_auroc(items, result, {"n_samples": 10})
+
+    assert baseline(np.where(attribute == 0, 0, 10)) == 1.0                  # hallucinated exactly on birth dates
+    counts = class_counts_by_attribute(items, {"n_right_seen": np.where(attribute == 0, 0, 10).tolist()}, {"n_samples": 10})
+    assert counts["birth_date"] == {"hallucinated": int((attribute == 0).sum()), "faithful": 0, "mixed": 0}
+    assert counts["major"]["hallucinated"] == 0 and counts["major"]["faithful"] == int((attribute == 4).sum())
+    random_labels = np.random.default_rng(3).integers(0, 2, size=len(attribute)) * 10
+    assert baseline(random_labels) < 0.8

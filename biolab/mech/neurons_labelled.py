@@ -191,9 +191,9 @@ def intervene(model, items: Items, h: list[int], options: dict) -> dict:
     return {"alphas": list(options["alphas"]), "n_items": {"seen": len(seen), "unseen": len(unseen)}, "measures": out}
 
 
-def analyse_labelled(model, items: Items, options: dict, required: bool) -> dict:
-    """Labels by sampling, the probes under both labellings, their tests and the intervention. required: too few
-    items per class is a ConfigError (the main checkpoint) rather than a result without a probe (the final one)."""
+def label_and_select(model, items: Items, options: dict, required: bool) -> tuple[dict, np.ndarray, str | None]:
+    """Labels by sampling and the balanced rows: (JSON-able result, [n_seen] classes, a "too few items" message or
+    None). required: too few items per class is a ConfigError rather than a message."""
     n_right_seen = label_items(model, items.seen, options["n_samples"], options["seed"]).numpy()
     n_right_unseen = label_items(model, items.unseen, options["n_samples"], options["seed"] + 1).numpy()
     label_seen, label_unseen = classes(n_right_seen, options["n_samples"]), classes(n_right_unseen, options["n_samples"])
@@ -204,18 +204,48 @@ def analyse_labelled(model, items: Items, options: dict, required: bool) -> dict
               "seen_accuracy_sampled": float((n_right_seen / options["n_samples"]).mean()),
               "n_right_seen": n_right_seen.tolist(), "n_right_unseen": n_right_unseen.tolist(), "rows": rows}
     too_few = [name for name in SPLITS if len(rows[name]) // 2 < options["min_per_class"]]
+    message = None
     if too_few:
         message = (f"too few items per class at this snapshot: {', '.join(f'{n} {len(rows[n]) // 2}' for n in too_few)} "
                    f"per class (min_per_class={options['min_per_class']})")
         if required:
             raise ConfigError(message + "; pass more people, another main_step or a smaller min_per_class")
-        return {**result, "skipped": message, "probe": None}
+    return result, label_seen, message
+
+
+def analyse_labelled(model, items: Items, options: dict, required: bool) -> dict:
+    """Labels by sampling, the probes under both labellings, their tests and the intervention. required: too few
+    items per class is a ConfigError (the main checkpoint) rather than a result without a probe (the final one)."""
+    result, label_seen, too_few = label_and_select(model, items, options, required)
+    if too_few:
+        return {**result, "skipped": too_few, "probe": None}
+    rows = result["rows"]
     answer, confidence = datasets(model, items, rows, label_seen)
     main = fit_and_test(model, items, answer, confidence, options, options["labelling"])
     other = "1-vs-1" if options["labelling"] == "3-vs-1" else "3-vs-1"
     result.update(main, other_labelling=fit_and_test(model, items, answer, confidence, options, other))
     result["intervention"] = intervene(model, items, main["h_neurons"], options) if main["h_neurons"] else None
     return result
+
+
+def attribute_baseline_auroc(items: Items, result: dict, options: dict) -> float | None:
+    """AUROC on held-out people of an L2 logistic probe on the question's attribute alone (one-hot), fitted on the
+    training items: how much of the separation the attribute explains (labels are not balanced within attribute)."""
+    label = classes(np.asarray(result["n_right_seen"]), options["n_samples"])
+    onehot = np.eye(len(items.dm.attributes))[items.seen.attribute.numpy()]         # [n_seen, attributes]
+    people = items.seen.person.numpy()
+    train, test = (Data(onehot[rows], label[rows], people[rows]) for rows in (np.asarray(result["rows"][name], dtype=int)
+                                                                            for name in ("train", "test")))
+    return refit_auroc(train, test, np.arange(onehot.shape[1])) if len(test.y) else None
+
+
+def class_counts_by_attribute(items: Items, result: dict, options: dict) -> dict:
+    """{attribute: {hallucinated, faithful, mixed}} over all seen items, from the saved labels."""
+    label = classes(np.asarray(result["n_right_seen"]), options["n_samples"])
+    attribute = items.seen.attribute.numpy()
+    return {name: {group: int(((attribute == k) & (label == c)).sum())
+                   for group, c in (("hallucinated", 1), ("faithful", 0), ("mixed", -1))}
+            for k, name in enumerate(items.dm.attributes)}
 
 
 def analyse_transfer(model, items: Items, main: dict, options: dict) -> dict:

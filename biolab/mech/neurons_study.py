@@ -9,13 +9,15 @@
 
 Writes RUN_DIR/mech/neurons/ (or out=DIR), resumable (done steps are skipped; other options are refused):
     labelled/steps/step_<k>.json   the main and final checkpoints' full results
+    origin/steps/step_<final>.json with finetuned=DIR: the fine-tuning origin test (biolab.mech.neuron_origin)
     timeline/steps/step_<k>.json   each snapshot's transfer result
     table.csv, summary.json, timeline.png (the loss curve with the plateau shaded, the probe AUROCs on its step axis)
 
 Options (key=value): people=all (seen people per attribute), unseen_people=128, n_samples=10, seed=0,
 main_step=auto, accuracy_range=[0.4,0.8], steps=all, other_attributes=[university,employer], labelling=3-vs-1,
 min_per_class=20, n_grid=10, random_sets=10, alphas=[0,0.5,1,1.5,2,2.5,3], intervention_items=256,
-bootstrap=200, label_final=true, out=DIR.
+bootstrap=200, label_final=true, finetuned=DIR (a fine-tuning run started from RUN_DIR's final checkpoint: its
+probe applied to the final snapshot, and the H-neurons' weight drift; needs the final snapshot labelled), out=DIR.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from biolab.history import history_column
 from biolab.io import write_csv, write_json
 from biolab.mech.track import finite_json, onset, requested_steps, track
 from biolab.mech.neuron_scaling import ALPHAS
-from biolab.mech.neurons_labelled import analyse_labelled, analyse_transfer, build_items
+from biolab.mech.neurons_labelled import (analyse_labelled, analyse_transfer, attribute_baseline_auroc, build_items,
+                                          class_counts_by_attribute)
 from biolab.runs import load_run
 
 DEFAULTS = {"people": "all", "unseen_people": 128, "n_samples": 10, "seed": 0, "main_step": "auto",
             "accuracy_range": [0.4, 0.8], "steps": "all", "other_attributes": ["university", "employer"],
             "labelling": "3-vs-1", "min_per_class": 20, "n_grid": 10, "random_sets": 10, "alphas": list(ALPHAS),
-            "intervention_items": 256, "bootstrap": 200, "label_final": True, "out": None}
+            "intervention_items": 256, "bootstrap": 200, "label_final": True, "finetuned": None, "out": None}
 POSITIVE_INTS = ("unseen_people", "n_samples", "min_per_class", "n_grid", "intervention_items")
 AUROC_ONSET = 0.7
 
@@ -69,6 +72,8 @@ def check_options(options: dict) -> dict:
     steps = merged["steps"]
     if not (steps == "all" or (isinstance(steps, list) and steps and all(_is_int(s) for s in steps))):
         raise ConfigError(f"steps must be 'all' or a non-empty list of steps, got {steps!r}")
+    if not (merged["finetuned"] is None or isinstance(merged["finetuned"], str)):
+        raise ConfigError(f"finetuned must be a run directory, got {merged['finetuned']!r}")
     if not (merged["main_step"] == "auto" or _is_int(merged["main_step"])):
         raise ConfigError(f"main_step must be 'auto' or a step, got {merged['main_step']!r}")
     return merged
@@ -98,17 +103,39 @@ def run_neurons(run_dir: str | Path, log=print, **options) -> dict:
     people = None if options["people"] == "all" else min(options["people"], len(dm.seen))
     items = build_items(dm, people, options["unseen_people"], options["other_attributes"], options["seed"])
     out_dir = Path(options["out"]) if options["out"] else run.dir / "mech" / "neurons"
-    saved = {k: v for k, v in options.items() if k != "out"}
+    saved = {k: v for k, v in options.items() if k not in ("out", "finetuned")}
     labelled_steps = [main_step] + ([final_step] if options["label_final"] and final_step != main_step else [])
+    tuned = None
+    if options["finetuned"]:
+        if final_step not in labelled_steps:
+            raise ConfigError("finetuned= needs the final snapshot labelled: pass label_final=true")
+        from biolab.mech.neuron_origin import load_finetuned
+
+        tuned = load_finetuned(run, options["finetuned"])
     log(f"neurons of {run.dir}: main step {main_step}, labelled {labelled_steps}, {len(steps)} snapshots, "
         f"{len(items.seen)} seen + {len(items.unseen)} unseen items -> {out_dir}")
     labelled = track(run, out_dir / "labelled", lambda model, step: analyse_labelled(model, items, options,
                                                                                       required=step == main_step),
                      labelled_steps, saved, log)
+    for result in labelled.values():       # cheap, from the saved labels: recomputed on every run
+        result["class_counts_by_attribute"] = class_counts_by_attribute(items, result, options)
+        if result.get("probe") is not None:
+            result["attribute_baseline_auroc"] = attribute_baseline_auroc(items, result, options)
     main = labelled[main_step]
+    origin = None
+    if tuned is not None:
+        from biolab.mech.neuron_origin import origin_test
+
+        origin = track(run, out_dir / "origin", lambda model, step: origin_test(model, tuned, items, labelled[step],
+                                                                                options),
+                       [final_step], {**saved, "finetuned": str(Path(options["finetuned"]).resolve())}, log)[final_step]
     timeline = track(run, out_dir / "timeline", lambda model, step: analyse_transfer(model, items, main, options),
                      steps, saved, log)
-    summary = summarise(labelled, timeline, main_step, run)
+    summary = summarise(labelled, timeline, main_step, run, origin)
+    if origin is not None:
+        log(f"origin: fine-tuned probe on the base AUROC {summary['origin_transfer_auroc']} (base's own "
+            f"{summary['origin_base_auroc']}); H-neuron drift rank {summary['h_neuron_drift_rank_percentile']} "
+            f"(random sets {summary['random_sets_drift_rank_percentile']['mean']})")
     write_csv(out_dir / "table.csv", summary["per_step"])
     write_json(out_dir / "summary.json", summary)
     from biolab.mech.plots import plot_neuron_timeline
@@ -133,13 +160,15 @@ def step_row(result: dict, metrics: list[dict]) -> dict:
 def headline(result: dict) -> dict:
     """The numbers of one labelled checkpoint that the issue asks for."""
     if result.get("probe") is None:
-        return {"skipped": result.get("skipped"), "class_counts": result["class_counts"]}
+        return {"skipped": result.get("skipped"), "class_counts": result["class_counts"],
+                "class_counts_by_attribute": result.get("class_counts_by_attribute")}
     tests, randoms = result["tests"], [a for a in result["random_set_aurocs"] if a is not None]
     intervention = (result.get("intervention") or {}).get("measures", {})
     n_total = result["n_neurons_total"]
     return {"n_neurons_total": n_total, "n_h_neurons": result["n_h_neurons"],
             "per_mille": 1000 * result["n_h_neurons"] / n_total, "n_nonzero_weights": result["n_nonzero"],
-            "class_counts": result["class_counts"], "balanced_items": result["balanced_items"],
+            "class_counts": result["class_counts"], "class_counts_by_attribute": result.get("class_counts_by_attribute"),
+            "balanced_items": result["balanced_items"],
             "seen_accuracy_sampled": result["seen_accuracy_sampled"],
             "auroc_heldout_people": tests["heldout_people"]["auroc"],
             "auroc_heldout_people_interval": tests["heldout_people"].get("auroc_interval"),
@@ -152,6 +181,7 @@ def headline(result: dict) -> dict:
                                   "sd": float(np.std(randoms)) if randoms else None, "n": len(randoms)},
             "auroc_confidence_baseline": result["confidence_baseline_auroc"]["heldout_people"],
             "auroc_confidence_baseline_unseen": result["confidence_baseline_auroc"]["unseen"],
+            "auroc_attribute_baseline": result.get("attribute_baseline_auroc"),
             "other_labelling": {"labelling": result["other_labelling"]["labelling"],
                                 "n_h_neurons": result["other_labelling"]["n_h_neurons"],
                                 "auroc_heldout_people": result["other_labelling"]["tests"]["heldout_people"]["auroc"],
@@ -161,7 +191,31 @@ def headline(result: dict) -> dict:
                             for m, v in intervention.items()}}
 
 
-def summarise(labelled: dict, timeline: dict, main_step: int, run) -> dict:
+def origin_headline(origin: dict | None) -> dict:
+    """The origin test's numbers (biolab.mech.neuron_origin); {} without finetuned=."""
+    if origin is None:
+        return {}
+    drift, base_drift = origin.get("h_neuron_drift", {}), origin["base_h_neuron_drift"]
+    transfer, base_tests = origin.get("transfer_tests", {}), origin.get("base_tests", {})
+    return {"origin_skipped": origin.get("skipped"),
+            "origin_transfer_auroc": transfer.get("heldout_people", {}).get("auroc"),
+            "origin_transfer_auroc_interval": transfer.get("heldout_people", {}).get("auroc_interval"),
+            "origin_base_auroc": base_tests.get("heldout_people", {}).get("auroc"),
+            "origin_finetuned_auroc": origin.get("finetuned_tests", {}).get("heldout_people", {}).get("auroc"),
+            "origin_random_sets_transfer_auroc": origin.get("random_sets_transfer_auroc"),
+            "origin_finetuned_n_h_neurons": origin.get("finetuned_n_h_neurons"),
+            "origin_h_neuron_overlap": origin.get("h_neuron_overlap"),
+            "h_neuron_drift_z": drift.get("mean_z"), "h_neuron_drift_rank_percentile": drift.get("mean_rank"),
+            "random_sets_drift_z": {"mean": drift.get("random_mean_z"), "sd": drift.get("random_sd_z")},
+            "random_sets_drift_rank_percentile": {"mean": drift.get("random_mean_rank"), "sd": drift.get("random_sd_rank"),
+                                                  "n": drift.get("n_random")},
+            "h_neuron_drift_p_rank": drift.get("p_rank_at_least"),
+            "base_h_neuron_drift_z": base_drift.get("mean_z"),
+            "base_h_neuron_drift_rank_percentile": base_drift.get("mean_rank"),
+            "base_h_neuron_drift_p_rank": base_drift.get("p_rank_at_least")}
+
+
+def summarise(labelled: dict, timeline: dict, main_step: int, run, origin: dict | None = None) -> dict:
     metrics, milestones = run.metrics(), run.summary()
     rows = [step_row(timeline[s], metrics) for s in sorted(timeline)]
     main = headline(labelled[main_step])
@@ -175,6 +229,7 @@ def summarise(labelled: dict, timeline: dict, main_step: int, run) -> dict:
         "first_step_own_probe_auroc_0.7": onset(rows, lambda r: (r["own_probe_auroc_heldout_people"] or 0) >= AUROC_ONSET),
         "fall_end_step": milestones.get("fall_end_step"), "plateau_end_step": milestones.get("plateau_end_step"),
         "acc_1pct_step": milestones.get("acc_1pct_step"), "acc_50pct_step": milestones.get("acc_50pct_step"),
+        **origin_headline(origin),
         "definitions": {
             "alpha_slope": "slope over alpha of the context-adoption rate (a biography sentence stating a wrong value, "
                            "then the query) with the H-neurons scaled; interval: 2.5-97.5% bootstrap over items",
@@ -182,6 +237,14 @@ def summarise(labelled: dict, timeline: dict, main_step: int, run) -> dict:
                                     "features of the main items, reaches AUROC >= 0.7 on held-out people against "
                                     "the main checkpoint's labels (interval: previous snapshot, step]",
             "per_mille": "H-neurons (positive probe weights) per 1,000 MLP neurons",
+            "auroc_attribute_baseline": "AUROC on held-out people of a logistic probe on the question's attribute "
+                                        "alone (one-hot): the part of the separation the attribute explains",
+            "origin_transfer_auroc": "AUROC on held-out people of the final snapshot (base) of the probe fitted on the "
+                                     "fine-tuned model (origin_base_auroc: the base's own probe, same items)",
+            "h_neuron_drift_rank_percentile": "mean normalised drift rank of the fine-tuned probe's H-neurons (1 = "
+                                              "least changed of all neurons; random sets: 0.5); drift z: mean of the "
+                                              "z-scored 1 - cosine of input and output weights; p: fraction of random "
+                                              "sets with a mean rank at least as high",
         },
         "per_step": rows,
     }
