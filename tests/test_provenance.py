@@ -546,3 +546,29 @@ def test_unknown_answer_table_is_its_files():
         accuracies.append(s["accuracy_known"])
     check(prose(doc, r"Without ablation the known people's accuracy on these prompts is [\d.]+ / [\d.]+"),
           accuracies)
+
+
+# ---------- docs/mech/neurons/README.md (quickstart_seed{0,1}/summary.json) ----------
+
+def test_neurons_tables_are_their_summaries():
+    doc = DOCS / "mech" / "neurons" / "README.md"
+    width = 6  # measure, seed 0 main, seed 0 final, seed 1 main, seed 1 final, expectation
+    for seed, (main_col, final_col) in ((0, (1, 2)), (1, (3, 4))):
+        s = load_json(DOCS / "mech" / "neurons" / f"quickstart_seed{seed}" / "summary.json")
+        for column, part in ((main_col, s), (final_col, s["final"])):
+            check(row(doc, "H-neurons (3-vs-1) of 2,048", width)[column], [part["n_h_neurons"], part["per_mille"]])
+            check(row(doc, "AUROC held-out people [95% bootstrap]", width)[column],
+                  [part["auroc_heldout_people"], *part["auroc_heldout_people_interval"]])
+            check(row(doc, "10 random neuron sets of that size", width)[column],
+                  [part["auroc_random_sets"]["mean"], part["auroc_random_sets"]["sd"]])
+            check(row(doc, "confidence-only baseline (max-prob, entropy)", width)[column],
+                  [part["auroc_confidence_baseline"]])
+            check(row(doc, "attribute-only baseline", width)[column], [part["auroc_attribute_baseline"]])
+        check(row(doc, "plateau end", width)[main_col], [s["plateau_end_step"]])
+        origin = 1 + seed
+        check(row(doc, "that probe applied to the base")[origin],
+              [s["origin_transfer_auroc"], *s["origin_transfer_auroc_interval"]])
+        check(row(doc, "the base's own probe on the same items")[origin], [s["origin_base_auroc"]])
+        check(row(doc, "mean normalised drift rank")[origin],
+              [s["h_neuron_drift_rank_percentile"], s["random_sets_drift_rank_percentile"]["mean"],
+               s["random_sets_drift_rank_percentile"]["sd"], s["h_neuron_drift_p_rank"]])
