@@ -15,7 +15,8 @@ Writes RUN_DIR/mech/neurons/ (or out=DIR), resumable (done steps are skipped; ot
 
 Options (key=value): people=all (seen people per attribute), unseen_people=128, n_samples=10, seed=0,
 main_step=auto, accuracy_range=[0.4,0.8], steps=all, other_attributes=[university,employer], labelling=3-vs-1,
-min_per_class=20, n_grid=10, random_sets=10, alphas=[0,0.5,1,1.5,2,2.5,3], intervention_items=256,
+min_per_class=3 (the fewest items per class and split; the quick-start's main checkpoint has 9-15
+faithful test items, so a larger default would stop there: counts and bootstrap intervals are reported), n_grid=10, random_sets=10, alphas=[0,0.5,1,1.5,2,2.5,3], intervention_items=256,
 bootstrap=200, label_final=true, finetuned=DIR (a fine-tuning run started from RUN_DIR's final checkpoint: its
 probe applied to the final snapshot, and the H-neurons' weight drift; needs the final snapshot labelled), out=DIR.
 """
@@ -37,7 +38,7 @@ from biolab.runs import load_run
 
 DEFAULTS = {"people": "all", "unseen_people": 128, "n_samples": 10, "seed": 0, "main_step": "auto",
             "accuracy_range": [0.4, 0.8], "steps": "all", "other_attributes": ["university", "employer"],
-            "labelling": "3-vs-1", "min_per_class": 20, "n_grid": 10, "random_sets": 10, "alphas": list(ALPHAS),
+            "labelling": "3-vs-1", "min_per_class": 3, "n_grid": 10, "random_sets": 10, "alphas": list(ALPHAS),
             "intervention_items": 256, "bootstrap": 200, "label_final": True, "finetuned": None, "out": None}
 POSITIVE_INTS = ("unseen_people", "n_samples", "min_per_class", "n_grid", "intervention_items")
 AUROC_ONSET = 0.7
