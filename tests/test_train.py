@@ -191,3 +191,11 @@ def test_slurm_job_with_more_tasks_than_devices_is_refused(tiny_cfg, monkeypatch
         train(tiny_cfg())
     monkeypatch.setenv("SLURM_NTASKS", "1")
     assert train(tiny_cfg())["completed"]
+
+
+def test_the_wide_cpu_preset_composes_with_its_trajectory(tmp_path):
+    from conftest import make_cfg
+
+    cfg = make_cfg(tmp_path / "run", "experiment=wide_cpu", "callbacks=trajectory_dense_wide_cpu")
+    assert (cfg.model.d_model, cfg.model.d_mlp, cfg.trainer.max_steps) == (256, 1024, 2400)
+    assert cfg.data.population_size == 1536 and max(cfg.callbacks.trajectory.steps) == cfg.trainer.max_steps
