@@ -572,3 +572,13 @@ def test_neurons_tables_are_their_summaries():
         check(row(doc, "mean normalised drift rank")[origin],
               [s["h_neuron_drift_rank_percentile"], s["random_sets_drift_rank_percentile"]["mean"],
                s["random_sets_drift_rank_percentile"]["sd"], s["h_neuron_drift_p_rank"]])
+
+
+def test_entities_third_seed_prose_is_its_summary():
+    doc = DOCS / "mech" / "entities" / "README.md"
+    s = load_json(DOCS / "mech" / "entities" / "quickstart_seed2_defaults" / "summary.json")
+    text = prose(doc, r"best known vs token-matched AUROC [\d.]+ \(layer \d\) against [\d.]+ for the embeddings, "
+                      r"best latent separation [\d.]+, and the model's own max-probability [\d.]+")
+    separation = s["best_latent_separation_min_over_families"]
+    check(text, [s["auroc_best_layer_token_matched"], s["best_layer"], s["auroc_layer0"],
+                 max(separation.values()), s["auroc_max_prob_baseline"]])
