@@ -582,3 +582,12 @@ def test_entities_third_seed_prose_is_its_summary():
     separation = s["best_latent_separation_min_over_families"]
     check(text, [s["auroc_best_layer_token_matched"], s["best_layer"], s["auroc_layer0"],
                  max(separation.values()), s["auroc_max_prob_baseline"]])
+
+
+def test_neurons_third_seed_prose_is_its_summary():
+    doc = DOCS / "mech" / "neurons" / "README.md"
+    s = load_json(DOCS / "mech" / "neurons" / "quickstart_seed2_defaults" / "summary.json")
+    text = prose(doc, r"With \d+ balanced test items per class .*? \(attribute-only [\d.]+\)")
+    check(text, [s["balanced_items"]["test"] // 2, s["auroc_heldout_people"], s["auroc_random_sets"]["mean"],
+                 s["auroc_attribute_baseline"], s["auroc_confidence_baseline"], s["final"]["auroc_heldout_people"],
+                 s["final"]["auroc_attribute_baseline"]])
