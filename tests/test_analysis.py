@@ -1,6 +1,7 @@
 """Sweeps and their analysis: a killed sweep resumes without retraining finished jobs; the table, the
 power-law fit and the figures of a population sweep."""
 
+import csv
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import pytest
 
 from biolab.analysis.__main__ import main as analysis_main
 from biolab.analysis.collect import collect_sweep, parse_value
-from biolab.analysis.population import analyse_population_sweep, fit_power_law
+from biolab.analysis.population import analyse_population_sweep, fit_power_law, predict
 from biolab.io import read_csv, write_csv, write_json
 
 from conftest import kill_once_checkpointed
@@ -119,6 +120,21 @@ def test_prediction_is_written_once_before_the_sizes_run_and_checked_after(tmp_p
     old = sweep / "data.population_size=16384,seed=0" / "config.yaml"
     os.utime(old, (1_000_000_000, 1_000_000_000))  # a run that started in 2001, before the prediction
     assert analyse_population_sweep(sweep)["prediction_check"]["written_before_the_runs"] is False
+
+
+def test_prediction_skips_a_milestone_the_sweep_never_reaches(tmp_path):
+    """Runs stopped at their plateau end have no 50%-accuracy step: only the plateau end is predicted."""
+    sweep = tmp_path / "population_scaling_cpu"
+    for size in (1024, 2048, 4096):
+        for seed in (0, 1):
+            fake_job(sweep, size, seed, plateau_end=20.0 * size ** 0.6 * (0.95, 1.05)[seed])
+            metrics = sweep / f"data.population_size={size},seed={seed}" / "metrics.csv"
+            rows = [r for r in csv.DictReader(open(metrics)) if float(r["val/attr_acc"]) < 0.01]
+            write_csv(metrics, rows)  # stopped at the plateau end, before any accuracy
+    predictions = predict(sweep, [8192, 16384])
+    assert list(predictions["milestones"]) == ["plateau_end_interpolated"]
+    assert "acc_50pct_step" in predictions["not_predicted"]
+    assert json.loads((sweep / "predictions.json").read_text())["milestones"].keys() == {"plateau_end_interpolated"}
 
 
 def test_analysis_of_a_missing_directory_is_a_clear_error(tmp_path, capsys):

@@ -224,11 +224,13 @@ def predict(sweep_dir: str | Path, sizes: list[int], fit_from: int | None = None
     settings = run_settings(jobs[0])
     fits = scaling_fit(jobs, settings, fit_from or FIT_FROM)
     predictions = {"fitted_on_sizes": measured, "predicted_sizes": sorted(sizes),
-                   "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "milestones": {}}
+                   "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "milestones": {},
+                   "not_predicted": {}}
     for key, _ in MILESTONES:
         fit = fits[key]["fit"] if fit_from is None else fits[key][f"fit_from_{fit_from}"]
-        if fit is None:
-            raise ConfigError(f"too few measured sizes to fit {key} (have {measured})")
+        if fit is None:  # a milestone this sweep does not reach (runs stopped at the plateau end: no 50% step)
+            predictions["not_predicted"][key] = f"too few measured sizes with this milestone (sizes run: {measured})"
+            continue
         interval = (fit["bootstrap"] or {}).get("exponent_95")
         entry = {"fit": {k: fit[k] for k in ("prefactor", "exponent", "r2", "sizes")}, "exponent_95": interval,
                  "predicted": {}}
@@ -240,6 +242,8 @@ def predict(sweep_dir: str | Path, sizes: list[int], fit_from: int | None = None
                 row["step_95"] = [top_mean * (n / top) ** b for b in interval]
             entry["predicted"][str(n)] = row
         predictions["milestones"][key] = entry
+    if not predictions["milestones"]:
+        raise ConfigError(f"too few measured sizes to fit any milestone (have {measured})")
     write_json(path, predictions)
     return predictions
 
