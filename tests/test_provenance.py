@@ -591,3 +591,13 @@ def test_neurons_third_seed_prose_is_its_summary():
     check(text, [s["balanced_items"]["test"] // 2, s["auroc_heldout_people"], s["auroc_random_sets"]["mean"],
                  s["auroc_attribute_baseline"], s["auroc_confidence_baseline"], s["final"]["auroc_heldout_people"],
                  s["final"]["auroc_attribute_baseline"]])
+
+
+def test_population_prediction_quoted_is_the_committed_one():
+    doc = DOCS / "population_scaling_cpu" / "README.md"
+    predicted = load_json(DOCS / "population_scaling_cpu" / "predictions.json")["milestones"]["plateau_end_interpolated"]
+    rows = predicted["predicted"]
+    text = prose(doc, r"predicted at [\d,]+ steps for N = 8,192 .*? and [\d,]+ for N = 16,384 \([\d,]+-[\d,]+\)")
+    # in order: 674, 8,192, 95 (%), 614, 733, 1,019, 16,384, 847, 1,205
+    check(text, [rows["8192"]["step"], 8192, None, rows["8192"]["step_95"][0], rows["8192"]["step_95"][1],
+                 rows["16384"]["step"], 16384, rows["16384"]["step_95"][0], rows["16384"]["step_95"][1]])
