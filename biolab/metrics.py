@@ -40,7 +40,8 @@ def value_stats(logits: torch.Tensor, targets: torch.Tensor, value_attr: torch.T
     value_targets = targets[is_value]                                       # [value_tokens]
     log_probs = F.log_softmax(value_logits, dim=-1)
     nll = -log_probs.gather(-1, value_targets[:, None]).squeeze(-1)        # [value_tokens]
-    wrong = (value_logits.argmax(-1) != value_targets).float()
+    predicted = value_logits.argmax(-1)                                     # [value_tokens]
+    wrong = (predicted != value_targets).float()
     probs = log_probs.exp()
     max_prob = probs.max(-1).values
     entropy = -(probs * log_probs).sum(-1)
@@ -67,7 +68,7 @@ def value_stats(logits: torch.Tensor, targets: torch.Tensor, value_attr: torch.T
     if unknown_id is not None:
         previous = torch.cat([torch.full_like(value_attr[:, :1], -1), value_attr[:, :-1]], dim=1)
         first = (previous != value_attr)[is_value]                          # [value_tokens] a value's first token
-        says_unknown = (value_logits.argmax(-1) == unknown_id) & first
+        says_unknown = (predicted == unknown_id) & first
         out["unknown_sum"] = per_attr(says_unknown.float())
     return out
 
