@@ -306,7 +306,7 @@ class BioDataModule(L.LightningDataModule):
         """n fixed sequences of set `name` (EVAL_SETS, "new": new people, "test": seen people outside the val
         sample, or "attention": seen people, training templates), drawn uniformly over the population from the
         population seed, in batches of eval_batch_size; with `pad`, padded to the static lengths of data.pad_to."""
-        rng = np.random.default_rng([self.seed, 1000 + self._stream(name)])  # fixed by the population seed
+        rng = self._eval_rng(name)
         population = {"unseen": self.unseen, NEW_SET: getattr(self, "new", None)}.get(name, self.seen)
         n_attr = len(self.attributes)
         people = self._eval_people(rng, name, n, len(population))
@@ -321,10 +321,11 @@ class BioDataModule(L.LightningDataModule):
         lengths = self.pad_lengths if pad else ()
         return [self.builder.collate(sequences[i:i + size], lengths) for i in range(0, n, size)]
 
-    @staticmethod
-    def _stream(name: str) -> int:
-        return {NEW_SET: NEW_SET_STREAM, TEST_SET: TEST_SET_STREAM}.get(
+    def _eval_rng(self, name: str) -> np.random.Generator:
+        """The random stream of evaluation set `name`, fixed by the population seed."""
+        stream = {NEW_SET: NEW_SET_STREAM, TEST_SET: TEST_SET_STREAM}.get(
             name, EVAL_SETS.index(name) + 1 if name in EVAL_SETS else 1000)
+        return np.random.default_rng([self.seed, 1000 + stream])
 
     def _eval_people(self, rng: np.random.Generator, name: str, n: int, size: int) -> np.ndarray:
         """[n] people of an evaluation set: uniform over the population; for "test", over the seen people
@@ -335,9 +336,9 @@ class BioDataModule(L.LightningDataModule):
         return rng.choice(others, size=n, replace=len(others) < n)
 
     def _outside_val(self, size: int) -> np.ndarray:
-        """The seen people (of `size`) that the val set's sample does not hold."""
-        val_rng = np.random.default_rng([self.seed, 1000 + self._stream("val")])
-        return np.setdiff1d(np.arange(size), val_rng.integers(0, size, size=self.eval_sizes["val"]))
+        """The seen people (of `size`) that the val set's sample does not hold (its draw, repeated)."""
+        val_people = self._eval_people(self._eval_rng("val"), "val", self.eval_sizes["val"], size)
+        return np.setdiff1d(np.arange(size), val_people)
 
     # ---- identity of the data, saved in checkpoints ------------------------------------------
     def state_dict(self) -> dict:
