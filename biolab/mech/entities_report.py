@@ -18,6 +18,7 @@ from biolab.history import history_column
 from biolab.io import write_csv, write_json
 from biolab.mech.track import finite_json, onset
 from biolab.mech.entities import FAMILIES
+from biolab.mech.entities_sae import steering_row
 from biolab.plots import plt, save_figure
 
 COMPARISONS = ("known_vs_matched", "known_vs_unseen", "seen_vs_matched", "known_vs_matched_at_answer")
@@ -95,8 +96,8 @@ def layer_rows(result: dict) -> list[dict]:
 
 
 def _steering(rows: list[dict], steered: str, condition: str, alpha, key: str):
-    match = [r for r in rows if r["steered"] == steered and r["condition"] == condition and r["alpha"] == alpha]
-    return match[0].get(key) if match else None
+    row = steering_row(rows, steered, condition, alpha)
+    return None if row is None else row.get(key)
 
 
 def headline_steering(steering: dict | None, alpha) -> dict:

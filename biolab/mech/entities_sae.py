@@ -156,6 +156,12 @@ def steering_analysis(model, dm, sets, latents: dict, residual_norm: list[float]
             "latents": {k: {"layer": v["layer"], "latent": v["latent"], "score": v["score"]} for k, v in latents.items()}}
 
 
+def steering_row(rows: list[dict], steered: str, condition: str, alpha) -> dict | None:
+    """The row of steering_analysis's rows for one latent kind, condition and alpha (None if not measured)."""
+    return next((r for r in rows if r["steered"] == steered and r["condition"] == condition and r["alpha"] == alpha),
+                None)
+
+
 def _changes(base: dict, effects: list[dict], n_boot: int = 0, seed: int = 0) -> dict:
     """Mean over vectors of the change in accuracy, answer probability and max probability (and unknown-answer
     rate, when measured); their sd over vectors, and for one vector a 95% bootstrap interval over prompts

@@ -35,7 +35,7 @@ import torch
 from biolab.errors import ConfigError
 from biolab.io import write_csv, write_json
 from biolab.mech.entities import FAMILIES, entity_sets, family_prompts, last_name_residuals
-from biolab.mech.entities_sae import random_directions, sae_analysis, steering_analysis
+from biolab.mech.entities_sae import random_directions, sae_analysis, steering_analysis, steering_row
 from biolab.mech.entities_study import check_options as check_entity_options
 from biolab.mech.scoring import prompt_correct
 from biolab.mech.unknown_answer import says_unknown, without_direction
@@ -157,18 +157,13 @@ def run_unknown(run_dir: str | Path, log=print, **options) -> dict:
     return summary
 
 
-def _row(rows: list[dict], steered: str, condition: str, alpha) -> dict | None:
-    return next((r for r in rows if r["steered"] == steered and r["condition"] == condition and r["alpha"] == alpha),
-                None)
-
-
 def unknown_summary(run, base, base_step, sets, latents, steering, ablation, options) -> dict:
     """The headline numbers (summary.json)."""
     alpha, rows = options["headline_alpha"], steering["rows"]
     clean = ablation[0]
 
     def change(steered, condition, key="unknown_change"):
-        row = _row(rows, steered, condition, alpha)
+        row = steering_row(rows, steered, condition, alpha)
         return None if row is None else {"mean": row[key], "sd": row.get(f"{key}_sd"), "ci": row.get(f"{key}_ci")}
 
     by_direction = {r["direction"]: r for r in ablation[1:]}
