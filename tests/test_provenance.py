@@ -601,3 +601,25 @@ def test_population_prediction_quoted_is_the_committed_one():
     # in order: 674, 8,192, 95 (%), 614, 733, 1,019, 16,384, 847, 1,205
     check(text, [rows["8192"]["step"], 8192, None, rows["8192"]["step_95"][0], rows["8192"]["step_95"][1],
                  rows["16384"]["step"], 16384, rows["16384"]["step_95"][0], rows["16384"]["step_95"][1]])
+
+
+def test_population_scaling_small_sizes_are_their_runs():
+    """docs/population_scaling_cpu/README.md: the plateau ends, biographies per person and local exponents of the
+    committed runs, and the predictions in its table."""
+    from biolab.analysis.population import load_jobs, population_size, run_settings, scaling_fit
+
+    doc = DOCS / "population_scaling_cpu" / "README.md"
+    jobs = load_jobs(DOCS / "population_scaling_cpu")
+    fit = scaling_fit(jobs, run_settings(jobs[0]))["plateau_end_interpolated"]
+    for size in sorted({population_size(j) for j in jobs}):
+        entry = fit["per_population_size"][str(size)]
+        assert entry["n_seeds"] == 3
+        cells = row(doc, f"{size:,}")
+        check(cells[1], [entry["mean"]])
+        check(cells[3], [entry["biographies_per_person"]])
+    quoted = prose(doc, r"local exponent between neighbouring sizes is [\d.]+")
+    for local in fit["local_exponents"]:
+        check(quoted, [local["exponent"]])
+    predicted = load_json(DOCS / "population_scaling_cpu" / "predictions.json")["milestones"]
+    for size in (8192, 16384):
+        check(row(doc, f"{size:,}")[1], [predicted["plateau_end_interpolated"]["predicted"][str(size)]["step"]])
