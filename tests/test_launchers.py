@@ -86,7 +86,8 @@ def _report_threads(cfg):
 
 def test_local_launcher_runs_jobs_in_worker_processes_with_their_share_of_the_threads(tmp_path):
     """The real joblib launcher: each job in a worker process, in multiruns/<name>/<overrides>, and with
-    cpu_count // n_jobs torch threads (loky sets OMP_NUM_THREADS for its workers unless it is already set)."""
+    cpu_count // n_jobs torch threads (loky sets OMP_NUM_THREADS and MKL_NUM_THREADS for its workers unless
+    they are already set), whatever the caller exported."""
     import joblib
     from hydra import initialize_config_dir
     from hydra._internal.callbacks import Callbacks
@@ -103,7 +104,10 @@ def test_local_launcher_runs_jobs_in_worker_processes_with_their_share_of_the_th
             task_function=_report_threads, config=cfg)
         returns = plugin.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
     results = [r.return_value for r in returns]
-    expected = int(os.environ.get("OMP_NUM_THREADS", max(joblib.cpu_count() // 2, 1)))
+    # loky gives each worker every thread-count variable the parent exports, the share for the others;
+    # torch then runs with the smaller of its OpenMP and MKL counts (OMP_NUM_THREADS=2 alone gives 1).
+    share = max(joblib.cpu_count() // 2, 1)
+    expected = min(int(os.environ.get(var, share)) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
     assert [r["seed"] for r in results] == [0, 1]
     assert all(r["pid"] != os.getpid() and r["threads"] == expected for r in results), (results, expected)
     assert [Path(r["dir"]) for r in results] == [tmp_path / "tiny" / "seed=0", tmp_path / "tiny" / "seed=1"]
