@@ -109,7 +109,7 @@ def test_bad_finetuned_runs_are_one_line_and_exit_code_2(tiny_run, tiny_finetune
     config = wider / "config.yaml"
     config.write_text(config.read_text().replace("init_from: null", f"init_from: {tiny_run}/checkpoints/last.ckpt"))
     cases = [(tmp_path / "missing", "run directory not found"), (tiny_run, "is not a fine-tuning run"),
-             (edited, "started from"), (wider, "has another model shape (blocks.0.mlp")]
+             (edited, "started from"), (wider, "finetuned: blocks.0.mlp.up.weight has shape")]
     for finetuned, message in cases:
         args = ["neurons", str(tiny_run), "main_step=10", f"finetuned={finetuned}", f"out={tmp_path / 'out'}"]
         assert mech_main(args) == 2

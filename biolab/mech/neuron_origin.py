@@ -40,19 +40,14 @@ FLAT = 1e-9            # a spread below this is float noise: its z-scores are 0
 def load_finetuned(run, directory: str):
     """The final model of a fine-tuning run started from `run`'s final checkpoint, with the same people and model
     shape (else a one-line ConfigError naming the difference)."""
-    from biolab.runs import LAST_CHECKPOINT, load_run
+    from biolab.runs import LAST_CHECKPOINT, check_weights, load_run
 
     tuned = load_run(directory)
     start = tuned.cfg.get("init_from")
     if not start:
         raise ConfigError(f"finetuned: {tuned.dir} is not a fine-tuning run (its config has no init_from)")
     model = tuned.model()
-    base_shapes = {k: tuple(v.shape) for k, v in run.model().state_dict().items()}
-    tuned_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if base_shapes != tuned_shapes:
-        name = sorted(k for k in set(base_shapes) | set(tuned_shapes) if base_shapes.get(k) != tuned_shapes.get(k))[0]
-        raise ConfigError(f"finetuned: {tuned.dir} has another model shape ({name}: {tuned_shapes.get(name)}, "
-                          f"{run.dir}: {base_shapes.get(name)})")
+    check_weights(model.state_dict(), run.model(), tuned.dir, "finetuned")
     base_last = run.dir / LAST_CHECKPOINT
     if not (Path(start).exists() and base_last.exists() and Path(start).samefile(base_last)):
         raise ConfigError(f"finetuned: {tuned.dir} started from {start}, not from {base_last}")
