@@ -11,6 +11,9 @@ part), and a failed save removes its temp file and raises a RunError that stops 
 on the command line, no summary.json). The checkpoint is serialised in memory first (as Lightning
 does), so that a full disk is an OSError of one write, not a torch RuntimeError from its zip writer.
 
+``SaveAtStop`` (also added by ``train()``) saves last.ckpt at the step where callbacks.phases.stop_after
+ended training, so that a study of a later milestone continues the run from exactly there (branch_from).
+
 ``RunGuard`` (a callback ``train()`` adds to every run) keeps two promises about what a checkpoint holds:
 
 * the run's resolved config, under ``CONFIG_KEY``: a ``ckpt_path`` is only resumed by a run whose
@@ -94,3 +97,17 @@ class RunGuard(L.Callback):
             raise RunError(f"the weights became NaN or infinite by step {step}; the run is stopped without "
                            "saving them (its last checkpoint is from before): lower module.lr")
         checkpoint[CONFIG_KEY] = self.config
+
+
+class SaveAtStop(L.Callback):
+    """Saves `path` at the step where training was told to stop (callbacks.phases.stop_after, agreed by every
+    rank), unless the periodic checkpoint falls on that step anyway. Runs after the metric callbacks, so the
+    checkpoint holds that step's evaluation, as a periodic one would."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = Path(path), every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if trainer.should_stop and step % self.every and step < trainer.max_steps:
+            trainer.save_checkpoint(self.path)

@@ -5,7 +5,9 @@ A run directory's config.yaml, and every checkpoint written since biolab.checkpo
 what it would itself have written: the keys may differ only in ``RESUME_FREE_KEYS`` (how the run
 is watched and fed, not what it computes) and in keys added to the code after the run started, at
 their default (``ADDED_KEY_DEFAULTS``). ``ckpt_path=`` pointing at another run's checkpoint (other
-population, seeds, schedule, model) is refused naming the keys; for checkpoints older than the
+population, seeds, schedule, model) is refused naming the keys; ``branch_from=`` starts a run without a
+checkpoint of its own from another run's, which may differ only in ``BRANCH_FREE_KEYS`` (a study that
+measures a later milestone continues the runs of one stopped at an earlier one); for checkpoints older than the
 record, the config.yaml of the run they belong to is read, else their module hyper-parameters and
 data settings (population fingerprint included) are compared.
 """
@@ -27,11 +29,14 @@ RUN_DEFINING_KEYS = ("name", "init_from")
 RESUME_FREE_KEYS = {"run_dir"} | {
     key for key in OmegaConf.load(TRAIN_YAML).hydra.job.config.override_dirname.exclude_keys
     if key not in RUN_DEFINING_KEYS}
+# keys in which a run may differ from the run it branches from (branch_from): which study it belongs to and
+# where it stops, not what it computes up to there
+BRANCH_FREE_KEYS = ("name", "callbacks.phases.stop_after")
 # keys added after runs were started: absent from a saved config.yaml and at this value now, they are no change
 ADDED_KEY_DEFAULTS = {"init_from": None, "data.n_new_people": 0, "data.replay_weight": 0.0,
                       "data.new_eval_size": None, "module.schedule": "cosine", "data.pad_to": None,
                       "data.device_batches": False, "module.compile_options": None, "data.unknown_answer": False,
-                      "data.test_eval_size": 0}
+                      "data.test_eval_size": 0, "branch_from": None}
 # what a checkpoint without a config record says about its run: module hyper-parameters, data settings
 MODULE_KEYS = ("lr", "min_lr", "betas", "weight_decay", "max_steps", "schedule")
 DATA_KEYS = ("population_size", "seed", "n_unseen", "attributes", "n_train_templates", "shuffle_sentences",
@@ -71,12 +76,12 @@ def check_same_run(run_dir: Path, resolved: dict) -> None:
 
 
 def resume_checkpoint(cfg, run_dir: Path, resolved: dict, datamodule) -> str | None:
-    """The checkpoint this launch resumes (ckpt_path, else the run's last.ckpt, else None), checked to be
-    a biolab checkpoint of this run's config; every problem is a one-line ConfigError."""
+    """The checkpoint this launch resumes (ckpt_path, else the run's last.ckpt, else branch_from, else None),
+    checked to be a biolab checkpoint of this run's config; every problem is a one-line ConfigError."""
     explicit = bool(cfg.get("ckpt_path"))
     path = Path(cfg.ckpt_path) if explicit else run_dir / LAST_CHECKPOINT
     if not explicit and not path.exists():
-        return None
+        return branch_checkpoint(cfg, resolved, datamodule) if cfg.get("branch_from") else None
     key = "ckpt_path" if explicit else None
     try:
         ckpt = load_checkpoint(path, key)
@@ -84,13 +89,29 @@ def resume_checkpoint(cfg, run_dir: Path, resolved: dict, datamodule) -> str | N
         if explicit:
             raise
         raise ConfigError(f"{err}; delete it to train this run from scratch") from None
-    check_checkpoint_matches(ckpt, path, resolved, datamodule, run_dir, key or str(path))
+    check_checkpoint_matches(ckpt, path, resolved, datamodule, key or str(path))
     print(f"resuming from {path} (step {ckpt.get('global_step')})", flush=True)
     return str(path)
 
 
-def check_checkpoint_matches(ckpt: dict, path: Path, resolved: dict, datamodule, run_dir: Path, key: str) -> None:
-    """The checkpoint was written by a run with this config (see the module docstring)."""
+def branch_checkpoint(cfg, resolved: dict, datamodule) -> str:
+    """branch_from, checked to be a checkpoint of a run that differs from this one only in BRANCH_FREE_KEYS."""
+    path = Path(cfg.branch_from)
+    if not path.is_file():
+        raise ConfigError(f"branch_from: {path} not found (run the study it belongs to first, or set "
+                          "branch_from=null to train from scratch)")
+    ckpt = load_checkpoint(path, "branch_from")
+    if not isinstance(ckpt.get(CONFIG_KEY), dict):
+        raise ConfigError(f"branch_from: {path} does not record its run's config (written before branching "
+                          "existed); resume that run once to refresh it, or train from scratch")
+    check_checkpoint_matches(ckpt, path, resolved, datamodule, "branch_from", free=BRANCH_FREE_KEYS)
+    print(f"branching from {path} (step {ckpt.get('global_step')}; only {' and '.join(BRANCH_FREE_KEYS)} "
+          "may differ)", flush=True)
+    return str(path)
+
+
+def check_checkpoint_matches(ckpt: dict, path: Path, resolved: dict, datamodule, key: str, free=()) -> None:
+    """The checkpoint was written by a run with this config, but for the keys in `free` (module docstring)."""
     for needed in ("state_dict", "global_step", "loops"):
         if needed not in ckpt:
             raise ConfigError(f"{key}: {path} is not a checkpoint written by biolab.train (no {needed!r})")
@@ -99,7 +120,7 @@ def check_checkpoint_matches(ckpt: dict, path: Path, resolved: dict, datamodule,
     if not isinstance(saved, dict) and beside is not None and beside.is_file():
         saved, source = _load_config(beside), str(beside)
     if isinstance(saved, dict):
-        differing = config_differences(saved, resolved)
+        differing = [k for k in config_differences(saved, resolved) if k not in free]
         if differing:
             raise ConfigError(f"{key}: {path} belongs to another run ({source} differs in: "
                               f"{', '.join(differing[:8])}); resume it with its own config")

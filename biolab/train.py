@@ -32,7 +32,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from biolab.callbacks import Evaluator, PhaseTracker
-from biolab.checkpointing import AtomicCheckpointIO, RunGuard
+from biolab.checkpointing import AtomicCheckpointIO, RunGuard, SaveAtStop
 from biolab.checks import check_memory, check_run_dir, check_values
 from biolab.data.datamodule import BioDataModule
 from biolab.errors import ConfigError
@@ -54,6 +54,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # and, on machines with SLURM's srun, on every run outside a SLURM job (biolab's SLURM jobs run under srun): noise
 # before biolab's one-line errors
 warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
+# a run continued from another run's checkpoint (branch_from) keeps no best-k bookkeeping (save_top_k=0) to reload
+warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
 quiet_third_party_logs()  # Lightning's advertising tips and absent-accelerator lines
 
 # training steps between checks that the loss is finite (one host sync each; also checked before every save)
@@ -290,6 +292,7 @@ def train(cfg: DictConfig) -> dict:
     evaluator: Evaluator = callbacks[0]
     tracker = next((c for c in callbacks if isinstance(c, PhaseTracker)), None)
     callbacks.append(RunGuard(resolved, check_every=FINITE_CHECK_EVERY))
+    callbacks.append(SaveAtStop(run_dir / LAST_CHECKPOINT, cfg.checkpoint_every))
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
         every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=False)
