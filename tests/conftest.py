@@ -75,3 +75,19 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
     train(make_cfg(run_dir, "experiment=tiny", "callbacks=trajectory", "callbacks.trajectory.steps=[0,10]"))
     return run_dir
+
+
+@pytest.fixture
+def milestone_at_10(monkeypatch):
+    """acc_50pct_step is forced to step 10 from the evaluation at step 10 on (a tiny run does not learn that
+    far in 20 steps), so that callbacks.phases.stop_after=acc_50pct_step stops it there."""
+    import biolab.callbacks.phases as phases_module
+
+    real = phases_module.phase_summary
+
+    def forced(steps, *args, **kwargs):
+        out = real(steps, *args, **kwargs)
+        out["acc_50pct_step"] = 10 if steps[-1] >= 10 else None
+        return out
+
+    monkeypatch.setattr(phases_module, "phase_summary", forced)

@@ -10,7 +10,6 @@ import json
 import pytest
 import torch
 
-import biolab.callbacks.phases as phases_module
 from biolab.errors import ConfigError
 from biolab.io import read_csv
 from biolab.train import train
@@ -19,19 +18,6 @@ from test_train import metric_columns
 
 # checkpoints every 15 steps, evaluations at 0, 5, 10, 20: the stop at step 10 falls between two saves
 TINY = ["experiment=tiny", "checkpoint_every=15"]
-
-
-@pytest.fixture
-def milestone_at_10(monkeypatch):
-    """acc_50pct_step is forced to step 10 (the tiny run does not learn that far in 20 steps)."""
-    real = phases_module.phase_summary
-
-    def forced(steps, *args, **kwargs):
-        out = real(steps, *args, **kwargs)
-        out["acc_50pct_step"] = 10 if steps[-1] >= 10 else None
-        return out
-
-    monkeypatch.setattr(phases_module, "phase_summary", forced)
 
 
 def test_a_branched_run_continues_from_the_stop_and_equals_a_run_in_one_go(tmp_path, milestone_at_10, capsys):
