@@ -623,3 +623,32 @@ def test_population_scaling_small_sizes_are_their_runs():
     predicted = load_json(DOCS / "population_scaling_cpu" / "predictions.json")["milestones"]
     for size in (8192, 16384):
         check(row(doc, f"{size:,}")[1], [predicted["plateau_end_interpolated"]["predicted"][str(size)]["step"]])
+
+
+def test_entities_wider_model_table_is_its_summary():
+    doc = DOCS / "mech" / "entities" / "README.md"
+    folder = DOCS / "mech" / "entities" / "wide_seed0"
+    s, run = load_json(folder / "summary.json"), load_json(folder / "run" / "summary.json")
+    steering = {(r["steered"], r["condition"], r["alpha"]): r for r in csv_rows(folder / "steering.csv")}
+    cell = lambda label: row(doc, label, width=3)[1]  # noqa: E731  (the wider model's column)
+    check(cell("training milestones"), [run["fall_end_step"], run["plateau_end_step"], run["acc_1pct_step"],
+                                        run["acc_50pct_step"], run["attr_acc"]])
+    check(cell("probe AUROC, known vs token-matched"), [s["auroc_best_layer_token_matched"], s["best_layer"],
+                                                        *s["auroc_best_layer_token_matched_ci"]])
+    check(cell("layer 0 (embeddings) control"), [s["auroc_layer0"]])
+    check(cell("known vs ALL unseen"), [s["auroc_best_layer_all_unseen"]])
+    check(cell("the model's own max probability"), [s["auroc_max_prob_baseline"]])
+    check(row(doc, "SAE (layer", width=3)[0], [s["sae_layer"], s["sae_d_sae"], s["sae_k"]])
+    check(cell("SAE (layer"), [s["sae_variance_explained"], s["sae_dead_latents"], s["sae_loss_increase"]])
+    separation = s["best_latent_separation_min_over_families"]
+    check(cell("best latent separation"), [separation["known"], separation["unknown"]])
+    check(cell("unknown latent on known people"), [s["steering_unknown_on_known_acc_drop"],
+                                                   *s["steering_unknown_on_known_acc_drop_ci"]], scale=100)
+    random_latents = steering[("unknown", "random_latents", "2")]
+    check(cell("10 random latents"), [s["steering_unknown_on_known_acc_drop_random_latents"],
+                                      float(random_latents["right_change_sd"]),
+                                      s["steering_unknown_on_known_acc_drop_random_directions"]], scale=100)
+    check(cell("known latent on unseen people"), [s["steering_known_on_unseen_maxprob_change"]])
+    check(cell("random latents / directions"), [s["steering_known_on_unseen_maxprob_change_random_latents"],
+                                                s["steering_known_on_unseen_maxprob_change_random_directions"]])
+    assert s["first_step_auroc_0.9"]["step"] is None and "never" in cell("first snapshot at which")
