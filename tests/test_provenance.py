@@ -624,10 +624,13 @@ def test_population_scaling_small_sizes_are_their_runs():
     check(prose(doc, r"local exponent between neighbouring sizes is [\d.]+"), [local[0]["exponent"]])
     check(prose(doc, r"against [\d.]+ between the smaller sizes"), [local[1]["exponent"]])
     check(prose(doc, r"The local exponent from 4,096 to 8,192 is [\d.]+"), [None, None, local[2]["exponent"]])
-    first = fit["per_population_size"]["8192"]["mean"]
-    check(prose(doc, r"ends its plateau at step [\d.]+, [\d.]+x the predicted [\d,]+ and outside its interval "
-                     r"\([\d,]+-[\d,]+\)"),
-          [first, first / predicted["8192"]["step"], predicted["8192"]["step"], *predicted["8192"]["step_95"]])
+    large = fit["per_population_size"]["8192"]
+    check(prose(doc, r"end their plateaus at steps [\d.]+ and [\d.]+ \(mean [\d.]+\), [\d.]+x the predicted [\d,]+ "
+                     r"and both outside its interval \([\d,]+-[\d,]+\)"),
+          [large["min"], large["max"], large["mean"], large["mean"] / predicted["8192"]["step"],
+           predicted["8192"]["step"], *predicted["8192"]["step_95"]])
+    low, high = predicted["8192"]["step_95"]
+    assert large["n_seeds"] == 2 and (large["min"] > high or large["max"] < low)  # "two seeds ... both outside"
     for size in (8192, 16384):
         check(row(doc, f"{size:,}")[1], [predicted[str(size)]["step"]])
 
