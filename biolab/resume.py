@@ -102,8 +102,8 @@ def branch_checkpoint(cfg, resolved: dict, datamodule) -> str:
                           "branch_from=null to train from scratch)")
     ckpt = load_checkpoint(path, "branch_from")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
-        raise ConfigError(f"branch_from: {path} does not record its run's config (written before branching "
-                          "existed); resume that run once to refresh it, or train from scratch")
+        raise ConfigError(f"branch_from: {path} does not record its run's config (a checkpoint from before "
+                          "checkpoints held it): branch only from a checkpoint that does, or train from scratch")
     check_checkpoint_matches(ckpt, path, resolved, datamodule, "branch_from", free=BRANCH_FREE_KEYS)
     print(f"branching from {path} (step {ckpt.get('global_step')}; only {' and '.join(BRANCH_FREE_KEYS)} "
           "may differ)", flush=True)
